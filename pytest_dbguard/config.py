@@ -1,0 +1,127 @@
+"""Command-line options and ini keys, validated once into a frozen Settings object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from .events import ACTIONS
+from .rules import RULES
+
+GROUP = "dbguard"
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, "pytest-dbguard: database anti-pattern checks")
+    group.addoption("--dbguard", action="store_true", default=None,
+                    help="Turn on dbguard's suite-wide rules for every test (ini: dbguard = true).")
+    group.addoption("--dbguard-rule", action="append", default=[], metavar="ID=ACTION",
+                    help="Set a rule's action: fail, warn or off. Repeatable; beats the ini "
+                         "key dbguard_rules.")
+    group.addoption("--dbguard-max-queries", type=int, default=None, metavar="N",
+                    help="With --dbguard: fail any test whose call phase runs more than N "
+                         "queries (a query_budget marker on the test wins).")
+    group.addoption("--dbguard-json", default=None, metavar="PATH",
+                    help="Write the per-test report as JSON (schema pytest-dbguard/1).")
+    group.addoption("--dbguard-show-params", action="store_true", default=False,
+                    help="Keep query parameters and raw SQL in reports (redacted by default).")
+    parser.addini("dbguard", type="bool", default=False,
+                  help="Turn on dbguard's suite-wide rules (same as --dbguard).")
+    parser.addini("dbguard_rules", type="linelist", default=[],
+                  help="Lines of ID=ACTION setting rule actions (fail, warn, off).")
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = False
+    actions: dict[str, str] = field(default_factory=dict)
+    max_queries: int | None = None
+    json_path: str | None = None
+    show_params: bool = False
+    rootdir: str = "."
+
+    def action_for(self, rule_id: str, marker_driven: bool = False) -> str:
+        """The action of a rule for one test: explicit setting, else --dbguard default, else off.
+
+        `marker_driven` rules (budget, query-timeout) fire whenever their marker is present.
+        """
+        explicit = self.actions.get(rule_id)
+        if explicit is not None:
+            return explicit
+        spec = RULES[rule_id]
+        if self.enabled or marker_driven:
+            return spec.default_action
+        return "off"
+
+
+def _parse_rule_lines(lines: list[str], source: str) -> dict[str, str]:
+    actions: dict[str, str] = {}
+    valid_ids = ", ".join(sorted(RULES))
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        rule_id, sep, action = (part.strip() for part in line.partition("="))
+        if not sep or not rule_id or not action:
+            raise pytest.UsageError(
+                f"dbguard: {source} expects ID=ACTION, got {raw!r}. "
+                f"Example: nplusone=warn. Rule ids: {valid_ids}."
+            )
+        if rule_id not in RULES:
+            raise pytest.UsageError(
+                f"dbguard: unknown rule id {rule_id!r} in {source}. Valid rule ids: {valid_ids}."
+            )
+        if action not in ACTIONS:
+            raise pytest.UsageError(
+                f"dbguard: unknown action {action!r} for rule {rule_id!r} in {source}. "
+                f"Valid actions: {', '.join(ACTIONS)}."
+            )
+        actions[rule_id] = action
+    return actions
+
+
+def check_writable(path: str, option: str) -> str:
+    """Fail before any test runs if a report could not be written at the end."""
+    absolute = os.path.abspath(path)
+    directory = os.path.dirname(absolute) or "."
+    if os.path.isdir(absolute):
+        raise pytest.UsageError(f"dbguard: {option} {path!r} is a directory; give a file path.")
+    if not os.path.isdir(directory):
+        raise pytest.UsageError(
+            f"dbguard: cannot write {option} {path!r}: directory {directory!r} does not exist."
+        )
+    if not os.access(directory, os.W_OK) or (os.path.exists(absolute)
+                                             and not os.access(absolute, os.W_OK)):
+        raise pytest.UsageError(f"dbguard: cannot write {option} {path!r}: permission denied.")
+    return absolute
+
+
+def _non_negative(value: Any, option: str) -> int | None:
+    if value is None:
+        return None
+    if value < 0:
+        raise pytest.UsageError(f"dbguard: {option} must be 0 or more, got {value}.")
+    return int(value)
+
+
+def load_settings(config: pytest.Config) -> Settings:
+    enabled = config.getoption("dbguard")
+    if enabled is None:
+        enabled = bool(config.getini("dbguard"))
+    actions = _parse_rule_lines(list(config.getini("dbguard_rules")), "ini dbguard_rules")
+    actions.update(_parse_rule_lines(list(config.getoption("dbguard_rule")), "--dbguard-rule"))
+    json_path = config.getoption("dbguard_json")
+    if json_path:
+        json_path = check_writable(json_path, "--dbguard-json")
+    return Settings(
+        enabled=bool(enabled),
+        actions=actions,
+        max_queries=_non_negative(config.getoption("dbguard_max_queries"),
+                                  "--dbguard-max-queries"),
+        json_path=json_path,
+        show_params=bool(config.getoption("dbguard_show_params")),
+        rootdir=str(config.rootpath),
+    )

@@ -1,0 +1,274 @@
+"""Frozen records that flow from recording to rules to reports, with their dict forms."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PHASES = ("setup", "call", "teardown")
+
+ACTIONS = ("fail", "warn", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    """Where user code issued a query: the first frame outside Django, pytest and the plugin."""
+
+    path: str
+    line: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "function": self.function}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallSite:
+        return cls(path=data["path"], line=int(data["line"]), function=data.get("function", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class SqlShape:
+    """The normalised form of one SQL text: one shape, one fingerprint."""
+
+    fingerprint: str
+    fingerprint_id: str
+    is_transaction_control: bool
+    is_write: bool
+    verb: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnInfo:
+    """The connection a query ran on, as recorded: alias, vendor and the thread that owns it."""
+
+    alias: str
+    vendor: str
+    thread: str
+
+
+class Catalog:
+    """Append-only tables that rows point into by index.
+
+    A recorded query is a tuple of ints and a float, never of objects: such tuples are untracked
+    by the garbage collector, which keeps per-query cost flat however long a test runs.
+    """
+
+    __slots__ = ("shapes", "sites", "conns")
+
+    def __init__(self) -> None:
+        self.shapes: list[SqlShape] = []
+        self.sites: list[CallSite] = []
+        self.conns: list[ConnInfo] = []
+
+
+# The slots of a recorded query row.
+ROW_SHAPE, ROW_SITE, ROW_LAZY, ROW_CONN, ROW_UNIT, ROW_FLAGS, ROW_DURATION, ROW_EXTRA = range(8)
+FLAG_IN_ATOMIC = 1
+FLAG_IN_EVENT_LOOP = 2
+FLAG_MANY = 4
+FLAG_ERROR = 8
+FLAG_FOREIGN_THREAD = 16
+NO_SITE = -1
+LAZY_LABELS = (None, None, None, "forward", "reverse-one", "manager")
+
+QueryRow = tuple[int, int, int, int, int, int, float, "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One executed statement as a test sees it (parameters only with --dbguard-show-params)."""
+
+    sql: str
+    fingerprint: str
+    fingerprint_id: str
+    alias: str
+    phase: str
+    duration_ms: float
+    thread: str
+    call_site: CallSite | None
+    in_atomic: bool
+    in_event_loop: bool
+    unit: str
+    is_transaction_control: bool
+    many: bool
+    error: str | None = None
+    sqlstate: str | None = None
+    lazy_relation: str | None = None
+    params: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["call_site"] = str(self.call_site) if self.call_site else None
+        return data
+
+
+def row_to_query(row: QueryRow, phase: str, units: dict[int, str], catalog: Catalog) -> Query:
+    shape_i, site_i, lazy, conn_i, unit, flags, duration, extra = row
+    shape = catalog.shapes[shape_i]
+    conn = catalog.conns[conn_i]
+    site = catalog.sites[site_i] if site_i != NO_SITE else None
+    extra = extra or {}
+    return Query(
+        sql=extra.get("sql") or shape.fingerprint,
+        fingerprint=shape.fingerprint,
+        fingerprint_id=shape.fingerprint_id,
+        alias=conn.alias,
+        phase=phase,
+        duration_ms=duration * 1000.0,
+        thread=extra.get("thread") or conn.thread,
+        call_site=site,
+        in_atomic=bool(flags & FLAG_IN_ATOMIC),
+        in_event_loop=bool(flags & FLAG_IN_EVENT_LOOP),
+        unit=units.get(unit, "test"),
+        is_transaction_control=shape.is_transaction_control,
+        many=bool(flags & FLAG_MANY),
+        error=extra.get("error"),
+        sqlstate=extra.get("sqlstate"),
+        lazy_relation=LAZY_LABELS[lazy],
+        params=extra.get("params"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FingerprintStats:
+    """All queries of one shape in one phase of one test, with counts and a few examples."""
+
+    fingerprint_id: str
+    fingerprint: str
+    count: int
+    total_ms: float
+    aliases: tuple[tuple[str, int], ...]
+    call_sites: tuple[tuple[CallSite | None, int], ...]
+    examples: tuple[str, ...]
+    is_transaction_control: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.fingerprint_id,
+            "sql": self.fingerprint,
+            "count": self.count,
+            "total_ms": round(self.total_ms, 3),
+            "aliases": dict(self.aliases),
+            "call_sites": [
+                {"site": str(site) if site else None, "count": count}
+                for site, count in self.call_sites
+            ],
+            "examples": list(self.examples),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseRecord:
+    """What one phase (setup, call or teardown) of a test did to the database."""
+
+    phase: str
+    query_count: int
+    transaction_control_count: int
+    by_alias: tuple[tuple[str, int], ...]
+    duration_ms: float
+    fingerprints: tuple[FingerprintStats, ...]
+    rows: tuple[QueryRow, ...]
+    units: dict[int, str] = field(default_factory=dict)
+    catalog: Catalog = field(default_factory=Catalog, repr=False, compare=False)
+
+    def count(self, using: str | list[str] | tuple[str, ...] | None = None,
+              count_tx: bool = False) -> int:
+        """Queries of this phase on the given aliases, transaction control only if asked."""
+        if using is None and not count_tx:
+            return self.query_count
+        aliases = alias_filter(using)
+        shapes, conns = self.catalog.shapes, self.catalog.conns
+        return sum(
+            1 for row in self.rows
+            if (aliases is None or conns[row[ROW_CONN]].alias in aliases)
+            and (count_tx or not shapes[row[ROW_SHAPE]].is_transaction_control)
+        )
+
+    def queries(self) -> list[Query]:
+        return [row_to_query(row, self.phase, self.units, self.catalog) for row in self.rows]
+
+
+def alias_filter(using: str | list[str] | tuple[str, ...] | None) -> frozenset[str] | None:
+    if using is None:
+        return None
+    if isinstance(using, str):
+        return frozenset((using,))
+    return frozenset(using)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """A database connection seen during a test."""
+
+    alias: str
+    vendor: str
+    thread: str
+    opened_in_phase: str
+    backend_pid: int | None
+    call_site: CallSite | None
+    closed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["call_site"] = str(self.call_site) if self.call_site else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem a rule found in one test."""
+
+    rule: str
+    nodeid: str
+    phase: str
+    message: str
+    action: str = "fail"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    hint: str = ""
+    allowed_reason: str | None = None
+
+    def render(self) -> str:
+        lines = [f"[dbguard:{self.rule}] {self.message}"]
+        detail = self.evidence.get("lines")
+        if detail:
+            lines.extend(f"    {line}" for line in detail)
+        if self.hint:
+            lines.append(f"    hint: {self.hint}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "action": self.action,
+            "phase": self.phase,
+            "message": self.message,
+            "hint": self.hint,
+            "evidence": self.evidence,
+            "allowed": self.allowed_reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TestRecord:
+    """Everything recorded for one test; the input of every rule."""
+
+    nodeid: str
+    phases: dict[str, PhaseRecord]
+    connections: tuple[ConnectionEvent, ...] = ()
+    peak_connections: int = 0
+    vendors: tuple[str, ...] = ()
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def phase(self, name: str) -> PhaseRecord:
+        return self.phases.get(name) or EMPTY_PHASES[name]
+
+    @property
+    def total_queries(self) -> int:
+        return sum(p.query_count for p in self.phases.values())
+
+
+EMPTY_PHASES = {name: PhaseRecord(name, 0, 0, (), 0.0, (), ()) for name in PHASES}

@@ -1,0 +1,93 @@
+"""dbguard's markers: registration, and one signature function per marker that validates it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from .rules import RULES
+from .rules.budget import Budget
+
+MARKERS = {
+    "query_budget": "query_budget(n, *, using=None, count_tx=False): fail the test if its call "
+                    "phase runs more than n queries (all aliases, or only `using`).",
+    "dbguard_allow": "dbguard_allow(*rule_ids, reason=...): silence these dbguard rules for "
+                     "this test; the findings stay in the JSON report.",
+}
+
+
+class MarkerError(Exception):
+    """A marker was used with arguments that do not fit its signature."""
+
+
+def register(config: pytest.Config) -> None:
+    for text in MARKERS.values():
+        config.addinivalue_line("markers", text)
+
+
+def _aliases(value: Any, marker: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise MarkerError(f"using must be an alias name or a list of alias names, got {value!r}")
+
+
+def query_budget(n: int, *, using: str | list[str] | None = None,
+                 count_tx: bool = False) -> Budget:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise MarkerError(f"n must be a whole number of queries, got {n!r}")
+    if n < 0:
+        raise MarkerError(f"n must be 0 or more, got {n}")
+    if not isinstance(count_tx, bool):
+        raise MarkerError(f"count_tx must be True or False, got {count_tx!r}")
+    return Budget(limit=n, using=_aliases(using, "query_budget"), count_tx=count_tx)
+
+
+def dbguard_allow(*rule_ids: str, reason: str) -> dict[str, str]:
+    if not rule_ids:
+        raise MarkerError("name at least one rule id to allow")
+    if not isinstance(reason, str) or not reason.strip():
+        raise MarkerError("reason must be a non-empty string saying why the rule is silenced")
+    unknown = [r for r in rule_ids if r not in RULES]
+    if unknown:
+        raise MarkerError(
+            f"unknown rule id {', '.join(map(repr, unknown))}; valid ids: {', '.join(sorted(RULES))}"
+        )
+    return {rule_id: reason for rule_id in rule_ids}
+
+
+SIGNATURES: dict[str, Callable[..., Any]] = {
+    "query_budget": query_budget,
+    "dbguard_allow": dbguard_allow,
+}
+
+
+def parse(marker: pytest.Mark) -> Any:
+    """Call the marker's signature function with the marker's arguments; explain any mismatch."""
+    signature = SIGNATURES[marker.name]
+    try:
+        return signature(*marker.args, **marker.kwargs)
+    except (TypeError, MarkerError) as exc:
+        usage = MARKERS[marker.name].split(":")[0]
+        raise MarkerError(
+            f"invalid @pytest.mark.{marker.name}: {exc}. Expected @pytest.mark.{usage}."
+        ) from None
+
+
+def closest(item: pytest.Item, name: str) -> Any:
+    marker = item.get_closest_marker(name)
+    return parse(marker) if marker is not None else None
+
+
+def allowed_rules(item: pytest.Item) -> dict[str, str]:
+    """Rules silenced by every dbguard_allow on the test, its class and its module."""
+    allowed: dict[str, str] = {}
+    for marker in item.iter_markers("dbguard_allow"):
+        for rule_id, reason in parse(marker).items():
+            allowed.setdefault(rule_id, reason)
+    return allowed

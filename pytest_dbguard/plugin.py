@@ -1,0 +1,192 @@
+"""pytest hooks for dbguard: read options, create the session, delegate. Inert unless asked for."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from . import config as dbguard_config
+from . import markers
+from .session import DbguardFixture, DbguardSession, failure_text
+
+SESSION = pytest.StashKey[DbguardSession]()
+TEST_STATE = pytest.StashKey["TestState | None"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    dbguard_config.add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    markers.register(config)
+    settings = dbguard_config.load_settings(config)
+    session = DbguardSession(config, settings)
+    config.stash[SESSION] = session
+    config.pluginmanager.register(ReportCollector(session), "dbguard-report-collector")
+
+
+def _session(config: pytest.Config) -> DbguardSession | None:
+    return config.stash.get(SESSION, None)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    session = _session(config)
+    if session is None or not session.settings.enabled:
+        return None
+    explicit = ", ".join(f"{k}={v}" for k, v in sorted(session.settings.actions.items()))
+    return ["dbguard: on" + (f" ({explicit})" if explicit else "")]
+
+
+# -- per test: record each phase, judge, report ---------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
+    session = _session(item.config)
+    state = None
+    if session is not None:
+        try:
+            state = session.begin_test(item)
+        except markers.MarkerError as exc:
+            item.stash[TEST_STATE] = None
+            pytest.fail(str(exc), pytrace=False)
+    item.stash[TEST_STATE] = state
+    if session is None:
+        return (yield)
+    with session.phase(state, "setup"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    session = _session(item.config)
+    if session is None:
+        return (yield)
+    with session.phase(item.stash.get(TEST_STATE, None), "call"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
+                            ) -> Generator[None, Any, Any]:
+    session = _session(item.config)
+    if session is None:
+        return (yield)
+    with session.phase(item.stash.get(TEST_STATE, None), "teardown"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any
+                         ) -> Generator[None, Any, Any]:
+    session = _session(request.config)
+    if session is None or fixturedef.scope == "function":
+        return (yield)
+    with session.shared_fixture():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    session = _session(item.config)
+    state = item.stash.get(TEST_STATE, None) if session is not None else None
+    if session is None or state is None or state.recorder is None:
+        return (yield)
+    entry = None
+    found: list[Any] = []
+    try:
+        if call.when in ("call", "teardown"):
+            found = session.judge(state, stage=call.when)
+        if call.when == "teardown":
+            entry = session.finish_test(item, state)
+            entry["shared_fixture_queries"] = session.shared_fixture_queries
+            for phase, count in entry["queries"].items():
+                item.user_properties.append((f"dbguard_queries_{phase}", count))
+            rules = sorted({f["rule"] for f in entry["findings"] if not f.get("allowed")})
+            if rules:
+                item.user_properties.append(("dbguard_findings", ",".join(rules)))
+    except Exception:
+        session.internal_errors.append(f"{item.nodeid} ({call.when}):\n{traceback.format_exc()}")
+        found, entry = [], None
+    report: pytest.TestReport = yield
+    failing = [f for f in found if f.action == "fail" and not f.allowed_reason]
+    if failing and not hasattr(report, "wasxfail"):
+        text = failure_text(failing)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = text
+        else:
+            report.sections.append(("dbguard findings", text))
+    if entry is not None:
+        report.dbguard_entry = entry  # type: ignore[attr-defined]
+    return report
+
+
+class ReportCollector:
+    """Registered per run: pytest_runtest_logreport carries no config, so the hook needs `self`.
+
+    On an xdist controller this is where workers' per-test entries arrive, inside their reports.
+    """
+
+    def __init__(self, session: DbguardSession) -> None:
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.session.collect_report(report)
+
+
+@pytest.fixture
+def dbguard(request: pytest.FixtureRequest) -> DbguardFixture:
+    """Live access to the queries this test ran: .queries, .count(), .budget(n), .findings."""
+    session = _session(request.config)
+    state = request.node.stash.get(TEST_STATE, None)
+    if session is None or state is None or state.recorder is None:
+        pytest.fail(dbguard_config_error(), pytrace=False)
+    return DbguardFixture(state)
+
+
+def dbguard_config_error() -> str:
+    from .session import DJANGO_NOT_CONFIGURED
+
+    return DJANGO_NOT_CONFIGURED
+
+
+# -- end of run --------------------------------------------------------------------------------
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config
+                            ) -> None:
+    session = _session(config)
+    if session is None or (not session.entries and not session.settings.enabled
+                           and not session.internal_errors):
+        return
+    verbosity = config.get_verbosity()
+    lines = session.terminal_lines(verbosity)
+    if verbosity < 0:
+        terminalreporter.write_line(lines[0])
+    else:
+        terminalreporter.section("dbguard")
+        for line in lines:
+            terminalreporter.write_line(line)
+    for error in session.internal_errors:
+        terminalreporter.write_line(f"INTERNAL ERROR in pytest-dbguard: {error}", red=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    dbguard = _session(session.config)
+    if dbguard is None:
+        return
+    if hasattr(session.config, "workerinput"):
+        return  # xdist worker: the controller writes the reports
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return  # an interrupted run writes no half report
+    try:
+        dbguard.write_reports()
+    except Exception:
+        dbguard.internal_errors.append(traceback.format_exc())
+    if dbguard.internal_errors and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

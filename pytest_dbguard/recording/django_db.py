@@ -1,0 +1,221 @@
+"""Taps every Django connection (every alias, every thread) through public hooks; imports Django lazily."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from asyncio import _get_running_loop
+from time import perf_counter
+from typing import Any
+
+from ..events import (
+    FLAG_ERROR,
+    FLAG_FOREIGN_THREAD,
+    FLAG_IN_ATOMIC,
+    FLAG_IN_EVENT_LOOP,
+    FLAG_MANY,
+    NO_SITE,
+    ConnInfo,
+)
+from .callsite import THIRD_PARTY, USER, find_user_frame
+from .recorder import Hub
+
+_getframe = sys._getframe
+_get_ident = threading.get_ident
+_DISPATCH_UID = "pytest_dbguard.tap"
+
+
+def _redact_params(params: Any, limit: int = 200) -> str:
+    text = repr(params)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for candidate in (exc, exc.__cause__, exc.__context__):
+        if candidate is None:
+            continue
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if state:
+            return str(state)
+    return None
+
+
+def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
+    """An execute_wrapper for one Django connection object: the hot path of the whole plugin.
+
+    A closure rather than an object with __call__: calling a plain function costs half as much,
+    and everything it needs per query is a cell variable.
+    """
+    thread = threading.current_thread()
+    thread_ident = thread.ident
+    conns = hub.catalog.conns
+    conn_index = len(conns)
+    conns.append(ConnInfo(alias, vendor, thread.name))
+    classifier = hub.classifier
+    kinds = classifier.kinds
+    site_index = classifier.site_index
+    fingerprinter = hub.fingerprinter
+    by_sql = fingerprinter.by_sql
+
+    def dbguard_tap(execute: Any, sql: str, params: Any, many: bool,
+                    context: dict[str, Any]) -> Any:
+        rows = hub.rows
+        if rows is None:
+            return execute(sql, params, many, context)
+        failure: BaseException | None = None
+        start = perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            duration = perf_counter() - start
+            # Call site: the loop of callsite.find_user_frame, inlined (one call less per query).
+            frame: Any = _getframe(1)
+            fallback = None
+            lazy = 0
+            while frame is not None:
+                kind = kinds.get(id(frame.f_code))
+                if kind is None:
+                    kind = classifier.classify(frame.f_code)
+                if kind == USER:
+                    break
+                if kind == THIRD_PARTY:
+                    if fallback is None:
+                        fallback = frame
+                elif kind > THIRD_PARTY and not lazy:
+                    lazy = kind
+                frame = frame.f_back
+            else:
+                frame = fallback
+            if frame is None:
+                site = NO_SITE
+            else:
+                by_offset = site_index.get(id(frame.f_code))
+                site = by_offset.get(frame.f_lasti) if by_offset is not None else None
+                if site is None:
+                    site = classifier.add_site(frame)
+            del frame, fallback
+            shape = by_sql.get(sql)
+            if shape is None:
+                shape = fingerprinter.index_of(sql)
+            flags = FLAG_MANY if many else 0
+            if context["connection"].in_atomic_block:
+                flags |= FLAG_IN_ATOMIC
+            if _get_running_loop() is not None:
+                flags |= FLAG_IN_EVENT_LOOP
+            extra = None
+            if hub.show_params:
+                extra = {"sql": sql, "params": _redact_params(params)}
+            if failure is not None:
+                flags |= FLAG_ERROR
+                extra = extra or {}
+                extra["error"] = f"{type(failure).__name__}: {failure}".strip()
+                extra["sqlstate"] = _sqlstate(failure)
+            if _get_ident() != thread_ident:
+                flags |= FLAG_FOREIGN_THREAD
+                extra = extra or {}
+                extra["thread"] = threading.current_thread().name
+            rows.append((shape, site, lazy, conn_index, hub.unit, flags, duration, extra))
+
+    dbguard_tap.dbguard_hub = hub  # type: ignore[attr-defined]
+    return dbguard_tap
+
+
+def _backend_pid(raw: Any) -> int | None:
+    info = getattr(raw, "info", None)  # psycopg 3
+    pid = getattr(info, "backend_pid", None)
+    if pid is None and hasattr(raw, "get_backend_pid"):  # psycopg2
+        try:
+            pid = raw.get_backend_pid()
+        except Exception:
+            pid = None
+    return pid
+
+
+class DjangoTaps:
+    """Installs taps on existing and future connections, and follows requests as units of work."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.installed = False
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        from django.core import signals as core_signals
+        from django.db import connections
+        from django.db.backends.signals import connection_created
+
+        connection_created.connect(self._on_connection_created, weak=False,
+                                   dispatch_uid=_DISPATCH_UID)
+        core_signals.request_started.connect(self._on_request_started, weak=False,
+                                             dispatch_uid=_DISPATCH_UID)
+        core_signals.request_finished.connect(self._on_request_finished, weak=False,
+                                              dispatch_uid=_DISPATCH_UID)
+        for conn in connections.all(initialized_only=True):
+            self.tap(conn)
+        self.installed = True
+
+    def tap(self, conn: Any) -> Any:
+        for wrapper in conn.execute_wrappers:
+            if getattr(wrapper, "dbguard_hub", None) is self.hub:
+                return wrapper
+        tap = make_tap(self.hub, conn.alias, conn.vendor)
+        # Outermost position: Django's execute_wrapper() context manager pops the *last* item,
+        # so a user wrapper entered before this connection opened still pops itself.
+        conn.execute_wrappers.insert(0, tap)
+        return tap
+
+    def _on_connection_created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
+        self.tap(connection)
+        recorder = self.hub.recorder
+        if recorder is None or recorder.current_phase is None:
+            return
+        raw = connection.connection
+        raw_ref = weakref.ref(raw) if _weakrefable(raw) else None
+        conn_ref = weakref.ref(connection)
+
+        def is_closed() -> bool:
+            wrapper = conn_ref()
+            if wrapper is None:
+                return True
+            current = wrapper.connection
+            return current is None or (raw_ref is not None and current is not raw_ref())
+
+        site_i, _ = find_user_frame(self.hub.classifier, sys._getframe(1))
+        recorder.vendors.add(connection.vendor)
+        recorder.connections.append({
+            "alias": connection.alias,
+            "vendor": connection.vendor,
+            "thread": threading.current_thread().name,
+            "phase": recorder.current_phase,
+            "pid": _backend_pid(raw),
+            "site": self.hub.catalog.sites[site_i] if site_i != NO_SITE else None,
+            "is_closed": is_closed,
+        })
+        open_now = sum(1 for c in recorder.connections if not c["is_closed"]())
+        recorder.peak_connections = max(recorder.peak_connections, open_now)
+
+    def _on_request_started(self, sender: Any, environ: Any = None, scope: Any = None,
+                            **kwargs: Any) -> None:
+        if environ is not None:
+            label = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+        elif scope is not None:
+            label = f"{scope.get('method', '?')} {scope.get('path', '')}"
+        else:
+            label = "request"
+        self.hub.begin_unit(label)
+
+    def _on_request_finished(self, sender: Any, **kwargs: Any) -> None:
+        self.hub.end_unit()
+
+
+def _weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True

@@ -1,0 +1,143 @@
+"""SQL fingerprints: one normalised text and a stable id per query shape, built on sqlparse's lexer."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from sqlparse import lexer
+from sqlparse import tokens as T
+
+from ..events import Catalog, SqlShape
+
+# A cheap pre-normalisation: queries that differ only in inline literals share the (slow) lexer
+# pass. It never decides the fingerprint by itself; sqlparse does.
+_LITERAL_RE = re.compile(r"'(?:[^']|'')*'|(?<![\w\"$])\d+(?:\.\d+)?(?![\w\"])")
+
+_TX_CONTROL_RE = re.compile(
+    r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE(\s+SAVEPOINT)?)\b",
+    re.IGNORECASE,
+)
+_WRITE_RE = re.compile(
+    r"^\s*(INSERT|UPDATE|DELETE|MERGE|CREATE|ALTER|DROP|TRUNCATE|GRANT|REVOKE|COPY|VACUUM)\b"
+    r"|\bFOR\s+(NO\s+KEY\s+)?UPDATE\b|\bFOR\s+(KEY\s+)?SHARE\b",
+    re.IGNORECASE,
+)
+
+_PLACEHOLDER = "%s"
+
+
+def _collapse_lists(tokens: list[str]) -> list[str]:
+    """Turn `( %s , %s , ... )` and repeated `( ... ) , ( ... )` VALUES groups into one form."""
+    out: list[str] = []
+    i = 0
+    n = len(tokens)
+    while i < n:
+        tok = tokens[i]
+        if tok == "(":
+            # a parenthesised list made only of placeholders and commas
+            j = i + 1
+            only_params = j < n and tokens[j] == _PLACEHOLDER
+            while j < n and tokens[j] in (_PLACEHOLDER, ","):
+                j += 1
+            if only_params and j < n and tokens[j] == ")":
+                out.extend(("(", "...", ")"))
+                i = j + 1
+                # a VALUES list repeats the group: keep one
+                while i + 4 < n + 1 and tokens[i:i + 2] == [",", "("]:
+                    k = i + 2
+                    while k < n and tokens[k] in (_PLACEHOLDER, ","):
+                        k += 1
+                    if k < n and tokens[k] == ")" and k > i + 2:
+                        i = k + 1
+                    else:
+                        break
+                continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def _normalise(sql: str) -> str:
+    words: list[str] = []
+    for ttype, value in lexer.tokenize(sql):
+        if ttype in T.Whitespace or ttype in T.Newline or ttype in T.Comment:
+            continue
+        if ttype in T.Literal.Number or ttype in T.Literal.String.Single or ttype in T.Name.Placeholder:
+            words.append(_PLACEHOLDER)
+        elif ttype in T.Keyword:
+            words.append(value.upper())
+        else:
+            words.append(value)
+    words = _collapse_lists(words)
+    text = " ".join(words)
+    # tidy spacing around punctuation so the text reads like SQL
+    text = text.replace(" . ", ".").replace(" ,", ",").replace("( ", "(").replace(" )", ")")
+    return text.rstrip(" ;")
+
+
+class Fingerprinter:
+    """Maps SQL text to an index into `catalog.shapes`; caches are bounded, shapes deduplicated."""
+
+    def __init__(self, catalog: Catalog, max_entries: int = 20_000) -> None:
+        self.catalog = catalog
+        self.by_sql: dict[str, int] = {}
+        self._by_prekey: dict[str, int] = {}
+        self._by_id: dict[str, int] = {}
+        self._max = max_entries
+
+    def index_of(self, sql: str) -> int:
+        found = self.by_sql.get(sql)
+        if found is not None:
+            return found
+        prekey = _LITERAL_RE.sub("?", sql)
+        found = self._by_prekey.get(prekey)
+        if found is None:
+            shape = make_shape(sql)
+            found = self._by_id.get(shape.fingerprint_id)
+            if found is None:
+                found = len(self.catalog.shapes)
+                self.catalog.shapes.append(shape)
+                self._by_id[shape.fingerprint_id] = found
+            if len(self._by_prekey) >= self._max:
+                self._by_prekey.clear()
+            self._by_prekey[prekey] = found
+        if len(self.by_sql) >= self._max:
+            self.by_sql.clear()
+        self.by_sql[sql] = found
+        return found
+
+
+_SAVEPOINT_NAME_RE = re.compile(r'(SAVEPOINT)\s+("[^"]*"|\w+)', re.IGNORECASE)
+
+
+def make_shape(sql: str) -> SqlShape:
+    is_tx = bool(_TX_CONTROL_RE.match(sql))
+    text = _normalise(sql)
+    if is_tx:
+        # Django names every savepoint differently; the shape is the statement, not the name
+        text = _SAVEPOINT_NAME_RE.sub(r"\1 <name>", text)
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+    verb_match = re.match(r"\s*(\w+)", sql)
+    verb = verb_match.group(1).upper() if verb_match else ""
+    return SqlShape(
+        fingerprint=text,
+        fingerprint_id=digest,
+        is_transaction_control=is_tx,
+        is_write=bool(_WRITE_RE.search(sql)),
+        verb=verb,
+    )
+
+
+_SELECT_LIST_RE = re.compile(r"^SELECT\s+(DISTINCT\s+)?(.+?)\s+FROM\s", re.DOTALL)
+
+
+def short_sql(fingerprint: str, width: int = 160) -> str:
+    """The fingerprint for a one-line message: select list elided, long text cut."""
+    match = _SELECT_LIST_RE.match(fingerprint)
+    if match and "(" not in match.group(2):
+        distinct = match.group(1) or ""
+        fingerprint = f"SELECT {distinct}... FROM " + fingerprint[match.end():]
+    if len(fingerprint) > width:
+        fingerprint = fingerprint[: width - 3] + "..."
+    return fingerprint

@@ -1,0 +1,221 @@
+"""The session-wide hub that taps feed, and the per-test recorder that turns rows into a TestRecord."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from operator import itemgetter
+from typing import Any
+
+from ..events import (
+    NO_SITE,
+    PHASES,
+    ROW_CONN,
+    ROW_DURATION,
+    ROW_EXTRA,
+    ROW_SHAPE,
+    ROW_SITE,
+    CallSite,
+    Catalog,
+    ConnectionEvent,
+    FingerprintStats,
+    PhaseRecord,
+    QueryRow,
+    TestRecord,
+)
+from .callsite import FrameClassifier
+from .fingerprint import Fingerprinter
+
+# How many example SQL texts one fingerprint keeps per phase: counts are kept for every query.
+EXAMPLES_PER_FINGERPRINT = 3
+# Where the setup of session/module/class-scoped fixtures goes: shared, never charged to one test.
+SHARED_FIXTURES = "shared-fixtures"
+
+
+class Hub:
+    """Session-wide recording state. Taps append rows to `rows`; None means "not recording"."""
+
+    def __init__(self, rootdir: str | None = None, show_params: bool = False) -> None:
+        self.catalog = Catalog()
+        self.classifier = FrameClassifier(self.catalog, rootdir)
+        self.fingerprinter = Fingerprinter(self.catalog)
+        self.show_params = show_params
+        self.rows: list[QueryRow] | None = None
+        self.unit = 0
+        self._unit_seq = 0
+        self.unit_labels: dict[int, str] = {}
+        self.recorder: TestRecorder | None = None
+        self.shared_rows: list[QueryRow] = []
+        self.shared_query_count = 0
+        # extension points for later rules: called with (row) for each new connection event
+        self.connection_listeners: list[Callable[[ConnectionEvent], None]] = []
+        self._lock = threading.Lock()
+
+    # -- units of work -------------------------------------------------------------------
+    def begin_unit(self, label: str) -> None:
+        with self._lock:
+            self._unit_seq += 1
+            self.unit = self._unit_seq
+            self.unit_labels[self.unit] = label
+
+    def end_unit(self) -> None:
+        self.unit = 0
+
+    # -- tests ---------------------------------------------------------------------------
+    def start_test(self, nodeid: str) -> TestRecorder:
+        self.recorder = TestRecorder(self, nodeid)
+        self.unit_labels = {}
+        self.unit = 0
+        return self.recorder
+
+    def finish_test(self) -> None:
+        self.recorder = None
+        self.rows = None
+
+    @contextmanager
+    def shared_fixture(self) -> Iterator[None]:
+        """Charge queries of a higher-scoped fixture to the session, not to the current test."""
+        previous = self.rows
+        if previous is None:
+            yield
+            return
+        self.rows = self.shared_rows
+        try:
+            yield
+        finally:
+            self.shared_query_count += len(self.shared_rows)
+            self.shared_rows.clear()
+            self.rows = previous
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The plugin's own SQL runs here: it must never reach a test's record."""
+        previous = self.rows
+        self.rows = None
+        try:
+            yield
+        finally:
+            self.rows = previous
+
+
+class TestRecorder:
+    """Collects one test's rows per phase and the connections it opened."""
+
+    __test__ = False
+
+    def __init__(self, hub: Hub, nodeid: str) -> None:
+        self.hub = hub
+        self.nodeid = nodeid
+        self.phase_rows: dict[str, list[QueryRow]] = {}
+        self.phase_records: dict[str, PhaseRecord] = {}
+        self.current_phase: str | None = None
+        self.connections: list[dict[str, Any]] = []
+        self.peak_connections = 0
+        self.vendors: set[str] = set()
+        self.extra: dict[str, Any] = {}
+
+    def start_phase(self, phase: str) -> None:
+        rows: list[QueryRow] = []
+        self.phase_rows[phase] = rows
+        self.current_phase = phase
+        self.hub.rows = rows
+
+    def stop_phase(self) -> PhaseRecord:
+        phase = self.current_phase or "call"
+        self.hub.rows = None
+        self.current_phase = None
+        record = build_phase(phase, self.phase_rows.get(phase, []), dict(self.hub.unit_labels),
+                             self.hub.catalog, with_examples=self.hub.show_params)
+        self.phase_records[phase] = record
+        return record
+
+    def live_rows(self) -> list[QueryRow]:
+        """Rows of the phase being recorded right now (for the `dbguard` fixture)."""
+        if self.current_phase is None:
+            return []
+        return self.phase_rows.get(self.current_phase, [])
+
+    def record(self) -> TestRecord:
+        connections = tuple(
+            ConnectionEvent(
+                alias=c["alias"], vendor=c["vendor"], thread=c["thread"],
+                opened_in_phase=c["phase"], backend_pid=c.get("pid"),
+                call_site=c.get("site"), closed=c["is_closed"](),
+            )
+            for c in self.connections
+        )
+        return TestRecord(
+            nodeid=self.nodeid,
+            phases={p: self.phase_records[p] for p in PHASES if p in self.phase_records},
+            connections=connections,
+            peak_connections=self.peak_connections,
+            vendors=tuple(sorted(self.vendors)),
+        )
+
+
+_GROUP_KEY = itemgetter(ROW_SHAPE, ROW_SITE, ROW_CONN)
+_SHAPE_AND_DURATION = itemgetter(ROW_SHAPE, ROW_DURATION)
+
+
+def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
+                catalog: Catalog, with_examples: bool = False) -> PhaseRecord:
+    """Aggregate one phase's rows: counts by alias and by fingerprint, a few examples each."""
+    shapes, sites, conns = catalog.shapes, catalog.sites, catalog.conns
+    # counting runs in C (Counter over itemgetter); Python only walks the distinct groups
+    groups = Counter(map(_GROUP_KEY, rows))
+    spent: dict[int, float] = {}
+    for shape_i, duration in map(_SHAPE_AND_DURATION, rows):
+        spent[shape_i] = spent.get(shape_i, 0.0) + duration
+    per_shape: dict[int, list[Any]] = {}
+    by_alias: Counter[str] = Counter()
+    tx = 0
+    for (shape_i, site_i, conn_i), n in groups.items():
+        slot = per_shape.get(shape_i)
+        if slot is None:
+            slot = per_shape[shape_i] = [shapes[shape_i], 0, Counter(), Counter(), []]
+        alias = conns[conn_i].alias
+        if slot[0].is_transaction_control:
+            tx += n
+        else:
+            by_alias[alias] += n
+        slot[1] += n
+        slot[2][alias] += n
+        slot[3][site_i] += n
+    for row in rows if with_examples else ():
+        extra = row[ROW_EXTRA]
+        if extra is not None and "sql" in extra:
+            examples = per_shape[row[ROW_SHAPE]][4]
+            if len(examples) < EXAMPLES_PER_FINGERPRINT and extra["sql"] not in examples:
+                examples.append(extra["sql"])
+    stats = []
+    for shape_i, (shape, count, aliases, site_counts, examples) in per_shape.items():
+        resolved = [(sites[i] if i != NO_SITE else None, n) for i, n in site_counts.items()]
+        stats.append(FingerprintStats(
+            fingerprint_id=shape.fingerprint_id,
+            fingerprint=shape.fingerprint,
+            count=count,
+            total_ms=spent[shape_i] * 1000.0,
+            aliases=tuple(sorted(aliases.items())),
+            call_sites=tuple(sorted(resolved, key=_site_order)),
+            examples=tuple(examples),
+            is_transaction_control=shape.is_transaction_control,
+        ))
+    stats.sort(key=lambda s: (-s.count, s.fingerprint))
+    return PhaseRecord(
+        phase=phase,
+        query_count=sum(by_alias.values()),
+        transaction_control_count=tx,
+        by_alias=tuple(sorted(by_alias.items())),
+        duration_ms=sum(spent.values()) * 1000.0,
+        fingerprints=tuple(stats),
+        rows=tuple(rows),
+        units=units,
+        catalog=catalog,
+    )
+
+
+def _site_order(item: tuple[CallSite | None, int]) -> tuple[int, str, int]:
+    site, count = item
+    return (-count, site.path if site else "~", site.line if site else 0)

@@ -1,0 +1,1 @@
+"""Report writers: each format is one small module over plain per-test dicts."""

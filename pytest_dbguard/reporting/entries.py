@@ -1,0 +1,74 @@
+"""Per-test report entries: the plain dict a test's record becomes, and the run summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ..events import PHASES, Finding, TestRecord
+
+SCHEMA = "pytest-dbguard/1"
+TOP_FINGERPRINTS = 5
+
+
+def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float) -> dict[str, Any]:
+    """The JSON form of one test; the same dict travels from xdist workers to the controller."""
+    by_alias: dict[str, dict[str, int]] = {}
+    for phase_name in PHASES:
+        for alias, count in record.phase(phase_name).by_alias:
+            by_alias.setdefault(alias, dict.fromkeys(PHASES, 0))[phase_name] = count
+    call = record.phase("call")
+    connections = [c.to_dict() for c in record.connections]
+    return {
+        "nodeid": record.nodeid,
+        "outcome": None,  # filled in from the test's reports
+        "queries": {p: record.phase(p).query_count for p in PHASES},
+        "transaction_control": {p: record.phase(p).transaction_control_count for p in PHASES},
+        "by_alias": by_alias,
+        "duration_ms": round(duration_ms, 3),
+        "db_time_ms": {p: round(record.phase(p).duration_ms, 3) for p in PHASES},
+        "connections": {
+            "opened": len(connections),
+            "still_open": sum(1 for c in record.connections if not c.closed),
+            "peak": record.peak_connections,
+            "details": connections,
+        },
+        "vendors": list(record.vendors),
+        "findings": [dict(f.to_dict(), nodeid=record.nodeid) for f in findings],
+        "top_fingerprints": [fp.to_dict() for fp in call.fingerprints[:TOP_FINGERPRINTS]],
+    }
+
+
+def summarise(entries: list[dict[str, Any]], shared_fixture_queries: int = 0) -> dict[str, Any]:
+    queries = dict.fromkeys(PHASES, 0)
+    findings: dict[str, Counter[str]] = {}
+    failed_by_dbguard = 0
+    vendors: set[str] = set()
+    for entry in entries:
+        for phase, count in entry["queries"].items():
+            queries[phase] += count
+        vendors.update(entry.get("vendors", ()))
+        failing = False
+        for finding in entry["findings"]:
+            bucket = findings.setdefault(finding["rule"], Counter())
+            if finding.get("allowed"):
+                bucket["allowed"] += 1
+            else:
+                bucket[finding["action"]] += 1
+                failing = failing or finding["action"] == "fail"
+        failed_by_dbguard += failing
+    return {
+        "tests": len(entries),
+        "tests_with_queries": sum(1 for e in entries if sum(e["queries"].values())),
+        "queries": queries,
+        "shared_fixture_queries": shared_fixture_queries,
+        "findings": {rule: dict(sorted(c.items())) for rule, c in sorted(findings.items())},
+        "tests_failed_by_dbguard": failed_by_dbguard,
+        "vendors": sorted(vendors),
+    }
+
+
+def top_tests(entries: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+    ranked = [e for e in entries if e["queries"]["call"]]
+    ranked.sort(key=lambda e: (-e["queries"]["call"], e["nodeid"]))
+    return ranked[:limit]

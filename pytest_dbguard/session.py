@@ -1,0 +1,278 @@
+"""One pytest run as dbguard sees it: which tests to record, their records, findings and reports.
+
+plugin.py stays a table of contents of hooks; the work those hooks delegate lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from . import markers
+from .config import Settings
+from .events import Finding, Query, TestRecord
+from .recording.recorder import Hub, TestRecorder, build_phase
+from .reporting import json_report, terminal
+from .reporting.entries import test_entry
+from .rules import RULES, TestContext, evaluate
+from .rules.budget import Budget, describe_excess
+
+DJANGO_NOT_CONFIGURED = (
+    "dbguard needs Django: configure pytest-django (DJANGO_SETTINGS_MODULE in pytest.ini or "
+    "the environment) before using dbguard markers or the dbguard fixture."
+)
+
+OUR_MARKERS = ("query_budget",)
+
+
+def django_ready() -> bool:
+    """True once pytest-django (or the user) configured settings; never imports Django itself."""
+    if "django" not in sys.modules:
+        return False
+    try:
+        from django.apps import apps
+        from django.conf import settings
+
+        return bool(settings.configured and apps.ready)
+    except Exception:
+        return False
+
+
+@dataclass
+class TestState:
+    """dbguard's per-test state, kept in item.stash."""
+
+    __test__ = False
+
+    recorder: TestRecorder | None
+    context: TestContext
+    actions: dict[str, str]
+    allowed: dict[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    findings: list[Finding] = field(default_factory=list)
+    record: TestRecord | None = None
+
+
+class DbguardSession:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.hub: Hub | None = None
+        self._taps: Any = None
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, str] = {}
+        self.internal_errors: list[str] = []
+        self.notes: list[str] = []
+        self.shared_fixture_queries = 0
+        self._django_missing_noted = False
+
+    # -- deciding what to record ----------------------------------------------------------
+    def wants_recording(self, item: pytest.Item) -> bool:
+        if self.settings.enabled:
+            return True
+        if any(item.get_closest_marker(name) for name in OUR_MARKERS):
+            return True
+        return "dbguard" in getattr(item, "fixturenames", ())
+
+    def ensure_hub(self) -> Hub | None:
+        if self.hub is not None:
+            return self.hub
+        if not django_ready():
+            return None
+        from .recording.django_db import DjangoTaps
+
+        hub = Hub(rootdir=self.settings.rootdir, show_params=self.settings.show_params)
+        taps = DjangoTaps(hub)
+        taps.install()
+        self.hub, self._taps = hub, taps
+        return hub
+
+    def begin_test(self, item: pytest.Item) -> TestState | None:
+        """Parse markers and start recording; MarkerError and Django problems fail the test."""
+        if not self.wants_recording(item):
+            return None
+        budget: Budget | None = markers.closest(item, "query_budget")
+        allowed = markers.allowed_rules(item)
+        hub = self.ensure_hub()
+        if hub is None:
+            needs_django = budget is not None or "dbguard" in getattr(item, "fixturenames", ())
+            if needs_django:
+                raise markers.MarkerError(DJANGO_NOT_CONFIGURED)
+            if not self._django_missing_noted:
+                self.notes.append("Django is not configured in this run: nothing was recorded "
+                                  "(configure pytest-django to use dbguard).")
+                self._django_missing_noted = True
+            return None
+        actions = {
+            rule_id: self.settings.action_for(
+                rule_id, marker_driven=spec.marker is not None
+                and item.get_closest_marker(spec.marker) is not None)
+            for rule_id, spec in RULES.items()
+        }
+        if budget is None and self.settings.max_queries is not None and self.settings.enabled:
+            actions["budget"] = self.settings.actions.get("budget", "fail")
+        context = TestContext(
+            nodeid=item.nodeid,
+            budget=budget,
+            max_queries=self.settings.max_queries if self.settings.enabled else None,
+        )
+        return TestState(hub.start_test(item.nodeid), context, actions, allowed)
+
+    @contextmanager
+    def phase(self, state: TestState | None, name: str) -> Iterator[None]:
+        if state is None or state.recorder is None:
+            yield
+            return
+        state.recorder.start_phase(name)
+        try:
+            yield
+        finally:
+            state.recorder.stop_phase()
+
+    @contextmanager
+    def shared_fixture(self) -> Iterator[None]:
+        if self.hub is None or self.hub.recorder is None:
+            yield
+            return
+        with self.hub.shared_fixture():
+            yield
+
+    # -- judging ----------------------------------------------------------------------------
+    def judge(self, state: TestState, stage: str) -> list[Finding]:
+        assert state.recorder is not None
+        record = state.recorder.record()
+        state.record = record
+        found = evaluate(record, state.context, state.actions, state.allowed, stage=stage)
+        state.findings.extend(found)
+        return found
+
+    def finish_test(self, item: pytest.Item, state: TestState) -> dict[str, Any]:
+        record = state.record or (state.recorder.record() if state.recorder else None)
+        assert record is not None
+        duration_ms = (time.perf_counter() - state.started) * 1000.0
+        entry = test_entry(record, state.findings, duration_ms)
+        if self.hub is not None:
+            self.shared_fixture_queries = self.hub.shared_query_count
+            self.hub.finish_test()
+        return entry
+
+    # -- collecting (runs on the xdist controller too) ------------------------------------
+    def collect_report(self, report: pytest.TestReport) -> None:
+        nodeid = report.nodeid
+        previous = self.outcomes.get(nodeid)
+        outcome = _outcome_of(report)
+        if outcome is not None and _OUTCOME_RANK[outcome] > _OUTCOME_RANK.get(previous or "", -1):
+            self.outcomes[nodeid] = outcome
+        entry = getattr(report, "dbguard_entry", None)
+        if entry is not None:
+            self.entries[nodeid] = entry
+            if "shared_fixture_queries" in entry:
+                self.shared_fixture_queries = max(self.shared_fixture_queries,
+                                                  entry["shared_fixture_queries"])
+
+    def finished_entries(self) -> list[dict[str, Any]]:
+        entries = []
+        for nodeid, entry in self.entries.items():
+            entry = dict(entry)
+            entry["outcome"] = self.outcomes.get(nodeid, "passed")
+            entry.pop("shared_fixture_queries", None)
+            entries.append(entry)
+        return entries
+
+    def terminal_lines(self, verbosity: int) -> list[str]:
+        entries = self.finished_entries()
+        warnings = [f for e in entries for f in e["findings"]
+                    if f["action"] == "warn" and not f.get("allowed")]
+        return terminal.summary_lines(entries, self.shared_fixture_queries, verbosity,
+                                      warnings, self.notes)
+
+    def write_reports(self) -> None:
+        if self.settings.json_path:
+            document = json_report.build(self.finished_entries(), self.shared_fixture_queries)
+            json_report.write(self.settings.json_path, document)
+
+
+_OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}
+
+
+def _outcome_of(report: pytest.TestReport) -> str | None:
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.when == "call":
+        return report.outcome
+    if report.failed:
+        return "error"
+    if report.skipped:
+        return "skipped"
+    return "passed" if report.when == "setup" else None
+
+
+def failure_text(findings: list[Finding]) -> str:
+    return "\n\n".join(f.render() for f in findings)
+
+
+class DbguardFixture:
+    """The `dbguard` fixture: live access to what the current test has recorded."""
+
+    def __init__(self, state: TestState | None) -> None:
+        self._state = state
+
+    def _recorder(self) -> TestRecorder:
+        if self._state is None or self._state.recorder is None:
+            raise RuntimeError(DJANGO_NOT_CONFIGURED)
+        return self._state.recorder
+
+    @property
+    def queries(self) -> list[Query]:
+        """Every query the test ran so far (setup, then the call phase up to now)."""
+        recorder = self._recorder()
+        out: list[Query] = []
+        for name, phase_record in recorder.phase_records.items():
+            if name != recorder.current_phase:
+                out.extend(phase_record.queries())
+        out.extend(self._live().queries())
+        return out
+
+    def _live(self, rows: Any = None) -> Any:
+        recorder = self._recorder()
+        hub = recorder.hub
+        return build_phase(recorder.current_phase or "call",
+                           list(recorder.live_rows() if rows is None else rows),
+                           dict(hub.unit_labels), hub.catalog)
+
+    def count(self, using: str | list[str] | None = None, count_tx: bool = False) -> int:
+        """Queries of the running phase so far (transaction control excluded by default)."""
+        return self._live().count(using, count_tx)
+
+    @contextmanager
+    def budget(self, n: int, using: str | list[str] | None = None,
+               count_tx: bool = False) -> Iterator[None]:
+        """Fail with dbguard's grouped message if the block runs more than n queries."""
+        try:
+            limit = markers.query_budget(n, using=using, count_tx=count_tx)
+        except markers.MarkerError as exc:
+            raise TypeError(f"dbguard.budget(): {exc}") from None
+        recorder = self._recorder()
+        rows = recorder.live_rows()
+        start = len(rows)
+        yield
+        block = self._live(rows[start:])
+        finding = describe_excess(block, Budget(limit.limit, limit.using, limit.count_tx,
+                                                source="dbguard.budget() block"),
+                                  recorder.nodeid, where=recorder.current_phase or "call")
+        if finding is not None:
+            pytest.fail(finding.render(), pytrace=False)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return list(self._state.findings) if self._state else []
+
+    @property
+    def stress_index(self) -> int | None:
+        return None
