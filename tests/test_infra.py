@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -36,20 +40,46 @@ def test_pg_server_connects(pg_server: pgserver.PgServer) -> None:
     assert is_super == (True,), "tests must be able to create databases"
 
 
-def test_started_server_settings(pg_server: pgserver.PgServer) -> None:
-    if pg_server.source != "started":
-        pytest.skip(f"the server comes from {pgserver.DSN_ENV}; its settings are not ours")
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        settings = {
-            name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
-            for name in ("fsync", "max_connections", "deadlock_timeout", "listen_addresses")
+def test_shared_cluster_lifecycle() -> None:
+    """Start, share, release and stop a throwaway cluster, even when DBGUARD_TEST_DSN is set."""
+    directory = Path(tempfile.mkdtemp(prefix="dbguard-lifecycle-"))
+    other_session = subprocess.Popen(["sleep", "60"])
+    other_user = f"{other_session.pid}:{pgserver._proc_start_time(other_session.pid)}"
+    me = pgserver.current_user_id()
+    try:
+        try:
+            dsn = pgserver.acquire_shared(me, directory)
+        except pgserver.PgUnavailable as exc:
+            if pgserver.ci_mode():
+                pytest.fail(f"could not start a throwaway PostgreSQL: {exc}", pytrace=False)
+            pytest.skip(f"could not start a throwaway PostgreSQL: {exc}")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            settings = {
+                name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                for name in ("fsync", "max_connections", "deadlock_timeout", "listen_addresses")
+            }
+        assert settings == {
+            "fsync": "off",
+            "max_connections": "200",
+            "deadlock_timeout": "200ms",
+            "listen_addresses": "127.0.0.1",
         }
-    assert settings == {
-        "fsync": "off",
-        "max_connections": "200",
-        "deadlock_timeout": "200ms",
-        "listen_addresses": "127.0.0.1",
-    }
+        assert pgserver.acquire_shared(other_user, directory) == dsn  # shared, not restarted
+        assert pgserver.release_shared(me, directory) is False  # the other session is alive
+        assert pgserver.check_reachable(dsn) is None
+        other_session.kill()
+        other_session.wait()
+        # A session that died without releasing does not keep the server alive.
+        assert pgserver.release_shared(me, directory) is True
+        assert pgserver.check_reachable(dsn, timeout_s=2) is not None
+        assert not (directory / "state.json").exists()
+    finally:
+        other_session.kill()
+        other_session.wait()
+        state = pgserver._read_state(directory / "state.json")
+        if state:
+            pgserver.Cluster(Path(state["cluster_dir"])).stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_dsn_with_dbname_keeps_credentials() -> None:
