@@ -260,6 +260,9 @@ class TestRecord:
     connections: tuple[ConnectionEvent, ...] = ()
     peak_connections: int = 0
     vendors: tuple[str, ...] = ()
+    # what probes other than the query taps observed (transaction state, raw psycopg
+    # connections, server census...), keyed by probe name; plain data only
+    facts: dict[str, Any] = field(default_factory=dict)
 
     __test__ = False  # not a pytest test class despite the name
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from ..events import (
     NO_SITE,
@@ -34,6 +34,17 @@ EXAMPLES_PER_FINGERPRINT = 3
 SHARED_FIXTURES = "shared-fixtures"
 
 
+class Probe(Protocol):
+    """Something besides the query taps that observes a test (see Hub.probes).
+
+    Probes put plain data into `recorder.facts[name]`; rules read it from `TestRecord.facts`.
+    """
+
+    def start_test(self, recorder: TestRecorder) -> None: ...
+
+    def end_phase(self, recorder: TestRecorder, phase: str) -> None: ...
+
+
 class Hub:
     """Session-wide recording state. Taps append rows to `rows`; None means "not recording"."""
 
@@ -49,8 +60,7 @@ class Hub:
         self.recorder: TestRecorder | None = None
         self.shared_rows: list[QueryRow] = []
         self.shared_query_count = 0
-        # extension points for later rules: called with (row) for each new connection event
-        self.connection_listeners: list[Callable[[ConnectionEvent], None]] = []
+        self.probes: list[Probe] = []
         self._lock = threading.Lock()
 
     # -- units of work -------------------------------------------------------------------
@@ -65,10 +75,12 @@ class Hub:
 
     # -- tests ---------------------------------------------------------------------------
     def start_test(self, nodeid: str) -> TestRecorder:
-        self.recorder = TestRecorder(self, nodeid)
+        recorder = self.recorder = TestRecorder(self, nodeid)
         self.unit_labels = {}
         self.unit = 0
-        return self.recorder
+        for probe in self.probes:
+            probe.start_test(recorder)
+        return recorder
 
     def finish_test(self) -> None:
         self.recorder = None
@@ -114,7 +126,7 @@ class TestRecorder:
         self.connections: list[dict[str, Any]] = []
         self.peak_connections = 0
         self.vendors: set[str] = set()
-        self.extra: dict[str, Any] = {}
+        self.facts: dict[str, Any] = {}
 
     def start_phase(self, phase: str) -> None:
         rows: list[QueryRow] = []
@@ -126,6 +138,8 @@ class TestRecorder:
         phase = self.current_phase or "call"
         self.hub.rows = None
         self.current_phase = None
+        for probe in self.hub.probes:
+            probe.end_phase(self, phase)
         record = build_phase(phase, self.phase_rows.get(phase, []), dict(self.hub.unit_labels),
                              self.hub.catalog, with_examples=self.hub.show_params)
         self.phase_records[phase] = record
@@ -152,6 +166,7 @@ class TestRecorder:
             connections=connections,
             peak_connections=self.peak_connections,
             vendors=tuple(sorted(self.vendors)),
+            facts=dict(self.facts),
         )
 
 
