@@ -47,12 +47,15 @@ def test_shared_cluster_lifecycle() -> None:
     other_user = f"{other_session.pid}:{pgserver._proc_start_time(other_session.pid)}"
     me = pgserver.current_user_id()
     try:
+        problem = ""
         try:
             dsn = pgserver.acquire_shared(me, directory)
         except pgserver.PgUnavailable as exc:
+            problem = f"could not start a throwaway PostgreSQL: {exc}"
+        if problem:
             if pgserver.ci_mode():
-                pytest.fail(f"could not start a throwaway PostgreSQL: {exc}", pytrace=False)
-            pytest.skip(f"could not start a throwaway PostgreSQL: {exc}")
+                pytest.fail(problem, pytrace=False)
+            pytest.skip(problem)
         with psycopg.connect(dsn, autocommit=True) as conn:
             settings = {
                 name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
