@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +29,30 @@ def add_options(parser: pytest.Parser) -> None:
                     help="Write the per-test report as JSON (schema pytest-dbguard/1).")
     group.addoption("--dbguard-show-params", action="store_true", default=False,
                     help="Keep query parameters and raw SQL in reports (redacted by default).")
+    group.addoption("--dbguard-stress", nargs="?", const="", default=None, metavar="N",
+                    help="Run stress-marked tests' bodies in parallel threads (N overrides the "
+                         "marker's thread count). Write --dbguard-stress=N when a path follows.")
+    group.addoption("--dbguard-stress-scope", choices=STRESS_SCOPES, default="marked",
+                    help="marked: only @pytest.mark.stress tests (default); all: also every "
+                         "transactional database test.")
+    group.addoption("--dbguard-stress-timeout", type=float, default=None, metavar="S",
+                    help="Seconds a stress round may take before it is cancelled as a hang "
+                         "(overrides the marker's timeout).")
+    group.addoption("--dbguard-stress-seed", type=int, default=None, metavar="SEED",
+                    help="Repeat a stress run: the seed printed in the header.")
+    group.addoption("--dbguard-lock-wait-ms", type=int, default=None, metavar="MS",
+                    help="lock-wait rule: a statement blocked this long by another thread is "
+                         f"reported (default {DEFAULT_LOCK_WAIT_MS}).")
     parser.addini("dbguard", type="bool", default=False,
                   help="Turn on dbguard's suite-wide rules (same as --dbguard).")
     parser.addini("dbguard_rules", type="linelist", default=[],
                   help="Lines of ID=ACTION setting rule actions (fail, warn, off).")
+
+
+STRESS_SCOPES = ("marked", "all")
+DEFAULT_LOCK_WAIT_MS = 200
+# The controller picks the seed; xdist workers are spawned later and inherit it through here.
+STRESS_SEED_ENV = "PYTEST_DBGUARD_STRESS_SEED"
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,16 @@ class Settings:
     json_path: str | None = None
     show_params: bool = False
     rootdir: str = "."
+    # stress mode: None = off; 0 = each marker's own thread count; N = N threads
+    stress_threads: int | None = None
+    stress_scope: str = "marked"
+    stress_timeout: float | None = None
+    stress_seed: int = 0
+    lock_wait_ms: int = DEFAULT_LOCK_WAIT_MS
+
+    @property
+    def stress(self) -> bool:
+        return self.stress_threads is not None
 
     def action_for(self, rule_id: str, marker_driven: bool = False) -> str:
         """The action of a rule for one test: explicit setting, else --dbguard default, else off.
@@ -107,6 +138,50 @@ def _non_negative(value: Any, option: str) -> int | None:
     return int(value)
 
 
+def rewrite_bare_stress_flag(args: list[str]) -> None:
+    """`--dbguard-stress tests/` must not read `tests/` as the thread count.
+
+    argparse gives an optional value to the next word whatever it is; a bare flag followed by
+    something that is not a number is rewritten to `--dbguard-stress=` (no N) before parsing.
+    """
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return
+        if arg == "--dbguard-stress" and i + 1 < len(args):
+            following = args[i + 1]
+            if not following.startswith("-") and not following.strip().isdigit():
+                args[i] = "--dbguard-stress="
+
+
+def _stress_threads(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value == "":
+        return 0
+    try:
+        threads = int(value)
+    except ValueError:
+        raise pytest.UsageError(
+            f"dbguard: --dbguard-stress expects a number of threads, got {value!r}. "
+            "Write --dbguard-stress (threads from each stress marker) or --dbguard-stress=N."
+        ) from None
+    if threads < 1:
+        raise pytest.UsageError(f"dbguard: --dbguard-stress=N needs N of 1 or more, got {threads}.")
+    return threads
+
+
+def _stress_seed(config: pytest.Config) -> int:
+    seed = config.getoption("dbguard_stress_seed")
+    if seed is not None:
+        return int(seed)
+    inherited = os.environ.get(STRESS_SEED_ENV, "")
+    if inherited.isdigit():
+        return int(inherited)
+    seed = random.SystemRandom().randrange(1, 10**8)
+    os.environ[STRESS_SEED_ENV] = str(seed)
+    return seed
+
+
 def load_settings(config: pytest.Config) -> Settings:
     enabled = config.getoption("dbguard")
     if enabled is None:
@@ -124,4 +199,22 @@ def load_settings(config: pytest.Config) -> Settings:
         json_path=json_path,
         show_params=bool(config.getoption("dbguard_show_params")),
         rootdir=str(config.rootpath),
+        **_stress_settings(config),
     )
+
+
+def _stress_settings(config: pytest.Config) -> dict[str, Any]:
+    threads = _stress_threads(config.getoption("dbguard_stress"))
+    timeout = config.getoption("dbguard_stress_timeout")
+    if timeout is not None and not timeout > 0:
+        raise pytest.UsageError(
+            f"dbguard: --dbguard-stress-timeout must be more than 0 seconds, got {timeout}.")
+    lock_wait_ms = _non_negative(config.getoption("dbguard_lock_wait_ms"),
+                                 "--dbguard-lock-wait-ms")
+    return {
+        "stress_threads": threads,
+        "stress_scope": config.getoption("dbguard_stress_scope"),
+        "stress_timeout": timeout,
+        "stress_seed": _stress_seed(config) if threads is not None else 0,
+        "lock_wait_ms": DEFAULT_LOCK_WAIT_MS if lock_wait_ms is None else lock_wait_ms,
+    }

@@ -9,12 +9,16 @@ import pytest
 
 from .rules import RULES
 from .rules.budget import Budget
+from .stress import StressSpec
 
 MARKERS = {
     "query_budget": "query_budget(n, *, using=None, count_tx=False): fail the test if its call "
                     "phase runs more than n queries (all aliases, or only `using`).",
     "dbguard_allow": "dbguard_allow(*rule_ids, reason=...): silence these dbguard rules for "
                      "this test; the findings stay in the JSON report.",
+    "stress": "stress(threads=4, rounds=3, timeout=10.0): with --dbguard-stress, run the test "
+              "body in `threads` threads released together, `rounds` times, each round within "
+              "`timeout` seconds (needs django_db(transaction=True)).",
 }
 
 
@@ -61,9 +65,23 @@ def dbguard_allow(*rule_ids: str, reason: str) -> dict[str, str]:
     return {rule_id: reason for rule_id in rule_ids}
 
 
+def stress(threads: int = 4, rounds: int = 3, timeout: float = 10.0) -> StressSpec:
+    for name, value in (("threads", threads), ("rounds", rounds)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MarkerError(f"{name} must be a whole number, got {value!r}")
+        if value < 1:
+            raise MarkerError(f"{name} must be 1 or more, got {value}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise MarkerError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not timeout > 0:
+        raise MarkerError(f"timeout must be more than 0 seconds, got {timeout}")
+    return StressSpec(threads=threads, rounds=rounds, timeout=float(timeout))
+
+
 SIGNATURES: dict[str, Callable[..., Any]] = {
     "query_budget": query_budget,
     "dbguard_allow": dbguard_allow,
+    "stress": stress,
 }
 
 

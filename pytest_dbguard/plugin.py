@@ -20,6 +20,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     dbguard_config.add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    dbguard_config.rewrite_bare_stress_flag(args)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
@@ -35,10 +41,21 @@ def _session(config: pytest.Config) -> DbguardSession | None:
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = _session(config)
-    if session is None or not session.settings.enabled:
+    if session is None:
         return None
-    explicit = ", ".join(f"{k}={v}" for k, v in sorted(session.settings.actions.items()))
-    return ["dbguard: on" + (f" ({explicit})" if explicit else "")]
+    settings = session.settings
+    lines = []
+    if settings.enabled:
+        explicit = ", ".join(f"{k}={v}" for k, v in sorted(settings.actions.items()))
+        lines.append("dbguard: on" + (f" ({explicit})" if explicit else ""))
+    if settings.stress:
+        threads = settings.stress_threads or "per marker"
+        timeout = f"{settings.stress_timeout:g} s" if settings.stress_timeout else "per marker"
+        lines.append(f"dbguard stress: threads={threads}, rounds=per marker, "
+                     f"timeout={timeout}, scope={settings.stress_scope}, "
+                     f"lock-wait={settings.lock_wait_ms} ms, seed={settings.stress_seed} "
+                     f"(repeat with --dbguard-stress-seed={settings.stress_seed})")
+    return lines or None
 
 
 # -- per test: record each phase, judge, report ---------------------------------------------
@@ -65,8 +82,24 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     session = _session(item.config)
     if session is None:
         return (yield)
-    with session.phase(item.stash.get(TEST_STATE, None), "call"):
-        return (yield)
+    state = item.stash.get(TEST_STATE, None)
+    with session.phase(state, "call"):
+        try:
+            return (yield)
+        except BaseException as exc:
+            session.note_call_error(state, exc)
+            raise
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Under --dbguard-stress, run the test body in threads instead of once."""
+    session = _session(pyfuncitem.config)
+    state = pyfuncitem.stash.get(TEST_STATE, None) if session is not None else None
+    if session is None or state is None or state.stress is None:
+        return None
+    session.run_stress(pyfuncitem, state)
+    return True
 
 
 @pytest.hookimpl(wrapper=True)

@@ -22,13 +22,23 @@ from .reporting import json_report, terminal
 from .reporting.entries import test_entry
 from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
+from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
 
 DJANGO_NOT_CONFIGURED = (
     "dbguard needs Django: configure pytest-django (DJANGO_SETTINGS_MODULE in pytest.ini or "
     "the environment) before using dbguard markers or the dbguard fixture."
 )
 
-OUR_MARKERS = ("query_budget",)
+OUR_MARKERS = ("query_budget", "stress")
+STRESS_RULES = ("deadlock", "lock-wait", "stress-hang")
+# pytest-django fixtures that give a test real commits, visible to other connections.
+TRANSACTIONAL_FIXTURES = frozenset({"transactional_db", "live_server", "django_db_reset_sequences",
+                                    "django_db_serialized_rollback"})
+STRESS_NEEDS_COMMITS = (
+    "@pytest.mark.stress needs real commits, but this test runs inside pytest-django's wrapping "
+    "transaction (the `db` fixture or @pytest.mark.django_db), which the other threads cannot "
+    "see. Use @pytest.mark.django_db(transaction=True) or the `transactional_db` fixture."
+)
 
 
 def django_ready() -> bool:
@@ -57,6 +67,7 @@ class TestState:
     started: float = field(default_factory=time.perf_counter)
     findings: list[Finding] = field(default_factory=list)
     record: TestRecord | None = None
+    stress: StressPlan | None = None
 
 
 class DbguardSession:
@@ -71,6 +82,7 @@ class DbguardSession:
         self.notes: list[str] = []
         self.shared_fixture_queries = 0
         self._django_missing_noted = False
+        self._stress_vendor_noted = False
 
     # -- deciding what to record ----------------------------------------------------------
     def wants_recording(self, item: pytest.Item) -> bool:
@@ -99,9 +111,11 @@ class DbguardSession:
             return None
         budget: Budget | None = markers.closest(item, "query_budget")
         allowed = markers.allowed_rules(item)
+        plan = self.stress_plan(item, markers.closest(item, "stress"))
         hub = self.ensure_hub()
         if hub is None:
-            needs_django = budget is not None or "dbguard" in getattr(item, "fixturenames", ())
+            needs_django = (budget is not None or plan is not None
+                            or "dbguard" in getattr(item, "fixturenames", ()))
             if needs_django:
                 raise markers.MarkerError(DJANGO_NOT_CONFIGURED)
             if not self._django_missing_noted:
@@ -117,12 +131,79 @@ class DbguardSession:
         }
         if budget is None and self.settings.max_queries is not None and self.settings.enabled:
             actions["budget"] = self.settings.actions.get("budget", "fail")
+        if plan is not None:
+            # --dbguard-stress turns the stress rules on for the tests it stresses
+            for rule_id in STRESS_RULES:
+                actions[rule_id] = self.settings.action_for(rule_id, marker_driven=True)
         context = TestContext(
             nodeid=item.nodeid,
             budget=budget,
             max_queries=self.settings.max_queries if self.settings.enabled else None,
         )
-        return TestState(hub.start_test(item.nodeid), context, actions, allowed)
+        state = TestState(hub.start_test(item.nodeid), context, actions, allowed)
+        state.stress = plan
+        return state
+
+    # -- stress mode ------------------------------------------------------------------------
+    def stress_plan(self, item: pytest.Item, spec: StressSpec | None) -> StressPlan | None:
+        """How this test is stressed in this run, or None; a usage error if it cannot be."""
+        settings = self.settings
+        if not settings.stress:
+            return None
+        transactional = _transactional(item)
+        if spec is None:
+            if settings.stress_scope != "all" or not transactional:
+                return None
+            spec = StressSpec(DEFAULT_THREADS, DEFAULT_ROUNDS, DEFAULT_TIMEOUT_S)
+        if _is_unittest(item):
+            raise markers.MarkerError(
+                "@pytest.mark.stress runs pytest test functions; unittest-style test methods "
+                "(TestCase / TransactionTestCase) cannot be stressed yet. Write the test as a "
+                "function with @pytest.mark.django_db(transaction=True).")
+        if transactional is False:
+            raise markers.MarkerError(STRESS_NEEDS_COMMITS)
+        return StressPlan(
+            threads=settings.stress_threads or spec.threads,
+            rounds=spec.rounds,
+            timeout=settings.stress_timeout or spec.timeout,
+            seed=settings.stress_seed,
+            lock_wait_ms=settings.lock_wait_ms,
+            show_params=settings.show_params,
+        )
+
+    def run_stress(self, item: pytest.Function, state: TestState) -> None:
+        """Run the test body under stress; thread failures fail the test with their index."""
+        from .stress.report import failure_report, make_site_of, test_arguments
+        from .stress.runner import StressRunner
+
+        assert state.stress is not None and state.recorder is not None and self.hub is not None
+        func, kwargs = test_arguments(item.obj, item.funcargs)
+        runner = StressRunner(state.stress, func, kwargs, item.nodeid,
+                              make_site_of(self.hub.classifier),
+                              transactional=_transactional(item) is True)
+        try:
+            runner.run()
+        finally:
+            state.recorder.facts["stress"] = runner.facts()
+        if runner.vendor != "postgresql" and not self._stress_vendor_noted:
+            self._stress_vendor_noted = True
+            self.notes.append(f"stress mode: {runner.lock_analysis}.")
+        errors = runner.errors
+        if not errors:
+            return
+        skips = [e for e in errors if isinstance(e.exc, pytest.skip.Exception)]
+        if len(skips) == len(errors):
+            raise skips[0].exc
+        pytest.fail(failure_report(runner), pytrace=False)
+
+    def note_call_error(self, state: TestState | None, exc: BaseException) -> None:
+        """The exception a (not stressed) test body raised, for rules that ask what propagated."""
+        if state is None or state.recorder is None or state.stress is not None:
+            return
+        from .stress.watchdog import sqlstate_of
+
+        state.recorder.facts["call_error"] = {"type": type(exc).__name__,
+                                              "sqlstate": sqlstate_of(exc)}
 
     @contextmanager
     def phase(self, state: TestState | None, name: str) -> Iterator[None]:
@@ -196,6 +277,29 @@ class DbguardSession:
         if self.settings.json_path:
             document = json_report.build(self.finished_entries(), self.shared_fixture_queries)
             json_report.write(self.settings.json_path, document)
+
+
+def _transactional(item: pytest.Item) -> bool | None:
+    """True: real commits (transaction=True); False: pytest-django's wrapping transaction;
+    None: the test declares no database access."""
+    names = set(getattr(item, "fixturenames", ()))
+    if names & TRANSACTIONAL_FIXTURES:
+        return True
+    marker = item.get_closest_marker("django_db")
+    if marker is not None:
+        transaction = marker.kwargs.get("transaction", marker.args[0] if marker.args else False)
+        return bool(transaction or marker.kwargs.get("reset_sequences")
+                    or marker.kwargs.get("serialized_rollback"))
+    if "db" in names:
+        return False
+    return None
+
+
+def _is_unittest(item: pytest.Item) -> bool:
+    import unittest
+
+    cls = getattr(item, "cls", None)
+    return cls is not None and issubclass(cls, unittest.TestCase)
 
 
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}
@@ -275,4 +379,7 @@ class DbguardFixture:
 
     @property
     def stress_index(self) -> int | None:
-        return None
+        """This thread's index (0..threads-1) while the test runs under stress, else None."""
+        from .stress.runner import current_index
+
+        return current_index()

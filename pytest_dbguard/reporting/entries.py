@@ -36,6 +36,8 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float) 
         "vendors": list(record.vendors),
         "findings": [dict(f.to_dict(), nodeid=record.nodeid) for f in findings],
         "top_fingerprints": [fp.to_dict() for fp in call.fingerprints[:TOP_FINGERPRINTS]],
+        # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
+        "stress": record.facts.get("stress"),
     }
 
 

@@ -1,0 +1,92 @@
+"""What the stress runner needs from a test and tells back: its body, call sites, failure text."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ..recording.callsite import THIRD_PARTY, USER, FrameClassifier
+
+if TYPE_CHECKING:
+    from .runner import StressRunner
+
+# Thread failures listed one per line before the first one's traceback.
+FAILURES_LISTED = 12
+
+
+def test_arguments(obj: Callable[..., Any], funcargs: dict[str, Any]
+                   ) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The test function to run in each thread, and its fixture values.
+
+    pytest-asyncio replaces an async test by a wrapper that runs it on the test's own loop;
+    stress mode runs the coroutine function itself, on one event loop per thread.
+    """
+    func = obj
+    if not inspect.iscoroutinefunction(func):
+        try:
+            unwrapped = inspect.unwrap(func, stop=inspect.iscoroutinefunction)
+        except ValueError:
+            unwrapped = func
+        if inspect.iscoroutinefunction(unwrapped):
+            func = unwrapped
+    try:
+        names = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        names = []
+    return func, {name: funcargs[name] for name in names if name in funcargs}
+
+
+def make_site_of(classifier: FrameClassifier) -> Callable[[FrameType | None], str | None]:
+    """path:line of the first user frame from `frame` outwards (read-only: safe from any thread)."""
+
+    def site_of(frame: FrameType | None) -> str | None:
+        fallback = None
+        while frame is not None:
+            kind = classifier.kinds.get(id(frame.f_code))
+            if kind is None:
+                kind = classifier.classify(frame.f_code)
+            if kind == USER:
+                return f"{classifier.display_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+            if fallback is None and kind == THIRD_PARTY:  # better than no site at all
+                fallback = frame
+            frame = frame.f_back
+        if fallback is not None:
+            return f"{classifier.display_path(fallback.f_code.co_filename)}:{fallback.f_lineno}"
+        return None
+
+    return site_of
+
+
+def failure_report(runner: StressRunner) -> str:
+    """The failure text of a stressed test: which thread failed in which round, and why."""
+    from .runner import __file__ as runner_file
+
+    plan = runner.plan
+    errors = runner.errors
+    runs = sum(1 for _ in runner.rounds) * plan.threads
+    lines = [
+        f"stress: {len(errors)} of {runs} thread runs failed ({plan.threads} threads x "
+        f"{len(runner.rounds)} rounds, seed {plan.seed})"
+    ]
+    for error in errors[:FAILURES_LISTED]:
+        site = f"  at {error.site}" if error.site else ""
+        text = error.to_dict()
+        lines.append(f"  round {error.round}, thread {error.index}: {text['type']}: "
+                     f"{text['message']}{site}")
+    if len(errors) > FAILURES_LISTED:
+        lines.append(f"  ... {len(errors) - FAILURES_LISTED} more")
+    first = errors[0]
+    # the plugin's own frames (runner, query tap) say nothing about the user's failure
+    own = os.path.dirname(os.path.dirname(os.path.abspath(runner_file))) + os.sep
+    exc_info = traceback.TracebackException.from_exception(first.exc)
+    exc_info.stack = traceback.StackSummary.from_list(
+        [frame for frame in exc_info.stack if not frame.filename.startswith(own)])
+    lines.append("")
+    lines.append(f"thread {first.index} (round {first.round}) traceback:")
+    # Django re-raises the driver's error: one traceback of the exception the test saw is enough
+    lines.extend(line.rstrip("\n") for line in exc_info.format(chain=False))
+    return "\n".join(lines)

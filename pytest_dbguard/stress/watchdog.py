@@ -1,0 +1,424 @@
+"""The stress watchdog: the plugin's own PostgreSQL connection watching the stressed backends.
+
+It samples `pg_stat_activity`, `pg_locks` and `pg_blocking_pids()` for the backends the stressed
+threads opened (and only those), builds the wait-for graph, maps each backend to its thread and
+to the user code line the thread is blocked on, and remembers cycles (deadlocks in the making)
+and long lock waits. Its own statements have a statement_timeout, so it can never be the thing
+that hangs; on a hang it cancels, then terminates, only those backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from ..recording.fingerprint import make_shape, short_sql
+
+DEADLOCK = "40P01"
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+
+SAMPLE_INTERVAL_S = 0.02
+# The watchdog's own statements: short enough that a stuck catalog never stalls a round.
+STATEMENT_TIMEOUT_MS = 1000
+CONNECT_TIMEOUT_S = 5
+APPLICATION_NAME = "pytest-dbguard watchdog"
+# libpq connection keys Django passes through OPTIONS that the watchdog needs too (TLS, service).
+_LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl",
+                  "service", "passfile", "target_session_attrs", "gssencmode", "channel_binding")
+MAIN_THREAD = -1
+
+_SAMPLE_SQL = """
+SELECT a.pid, a.state, a.wait_event_type, a.query,
+       extract(epoch FROM a.query_start)::float8 AS query_start,
+       pg_blocking_pids(a.pid) AS blockers,
+       w.locktype, w.mode, w.relation::regclass::text AS relation,
+       w.transactionid::text AS xid, w.page AS w_page, w.tuple AS w_tuple,
+       {wait_s} AS wait_s,
+       t.relation::regclass::text AS row_relation, t.page, t.tuple
+FROM pg_stat_activity a
+LEFT JOIN LATERAL (SELECT * FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1) w
+       ON true
+LEFT JOIN LATERAL (SELECT * FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'tuple'
+                   LIMIT 1) t ON true
+WHERE a.pid = ANY(%s)
+"""
+# pg_locks.waitstart exists from PostgreSQL 14; before that the first sample dates a wait.
+_WAIT_S_14 = "extract(epoch FROM clock_timestamp() - w.waitstart)::float8"
+
+_DETAIL_RE = re.compile(r"Process (\d+) waits for (\w+) on (.+?); blocked by process (\d+)\.")
+_CONTEXT_RE = re.compile(r'tuple \((\d+),(\d+)\) in relation "([^"]+)"')
+
+
+def sqlstate_of(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a database error, looking through Django's wrapping exceptions."""
+    seen = 0
+    while exc is not None and seen < 8:
+        state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if state:
+            return str(state)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def parse_deadlock_detail(exc: BaseException) -> dict[str, Any]:
+    """Who waited for what, from PostgreSQL's deadlock error (pids, lock modes, relation, row)."""
+    texts: list[str] = []
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            break
+        diag = getattr(current, "diag", None)
+        texts.extend(str(t) for t in (getattr(diag, "message_detail", None),
+                                      getattr(diag, "context", None)) if t)
+        texts.append(str(current))
+        current = current.__cause__ or current.__context__
+    text = "\n".join(texts)
+    waits = []
+    for match in _DETAIL_RE.finditer(text):
+        wait = {"pid": int(match.group(1)), "mode": match.group(2), "object": match.group(3),
+                "blocker": int(match.group(4))}
+        if wait not in waits:
+            waits.append(wait)
+    context = _CONTEXT_RE.search(text)
+    return {
+        "waits": waits,
+        "pids": sorted({w["pid"] for w in waits}),
+        "relation": context.group(3) if context else None,
+        "row": f"({context.group(1)},{context.group(2)})" if context else None,
+    }
+
+
+def connect_params(settings_dict: dict[str, Any]) -> dict[str, Any]:
+    """psycopg keyword arguments for the test database Django is using (never printed)."""
+    options = settings_dict.get("OPTIONS") or {}
+    params: dict[str, Any] = {
+        "dbname": settings_dict.get("NAME") or None,
+        "user": settings_dict.get("USER") or None,
+        "password": settings_dict.get("PASSWORD") or None,
+        "host": settings_dict.get("HOST") or None,
+        "port": str(settings_dict["PORT"]) if settings_dict.get("PORT") else None,
+    }
+    params.update({key: options[key] for key in _LIBPQ_OPTIONS if key in options})
+    if "service" in params and not settings_dict.get("NAME"):
+        params.pop("dbname")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A PostgreSQL backend a stressed thread opened (thread -1: the test's main thread)."""
+
+    pid: int
+    thread: int
+    ident: int
+    alias: str
+    round: int
+
+
+class BackendRegistry:
+    """The backends the stress run opened: the only ones the watchdog inspects or cancels."""
+
+    def __init__(self) -> None:
+        self._by_pid: dict[int, Backend] = {}
+        self._lock = threading.Lock()
+
+    def add(self, backend: Backend) -> None:
+        with self._lock:
+            self._by_pid[backend.pid] = backend
+
+    def get(self, pid: int) -> Backend | None:
+        return self._by_pid.get(pid)
+
+    def of_round(self, index: int) -> list[Backend]:
+        with self._lock:
+            return [b for b in self._by_pid.values() if b.round == index]
+
+    def watched(self, index: int) -> list[Backend]:
+        with self._lock:
+            return [b for b in self._by_pid.values()
+                    if b.round == index or b.thread == MAIN_THREAD]
+
+
+SiteOf = Callable[[FrameType | None], "str | None"]
+
+
+class Watchdog:
+    def __init__(self, params: dict[str, Any], registry: BackendRegistry, site_of: SiteOf,
+                 show_params: bool = False, interval: float = SAMPLE_INTERVAL_S) -> None:
+        self.params = params
+        self.registry = registry
+        self.site_of = site_of
+        self.show_params = show_params
+        self.interval = interval
+        self.samples = 0
+        self.sample_errors = 0
+        self._conn: Any = None
+        self._sql = _SAMPLE_SQL
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._round: int | None = None
+        self._round_started = 0.0
+        self._hung_rounds: set[int] = set()
+        # (round, pid, query_start) -> the longest wait seen for that statement
+        self._waits: dict[tuple[int, int, float], dict[str, Any]] = {}
+        # (round, frozenset of pids) -> the cycle as first seen
+        self._cycles: dict[tuple[int, frozenset[int]], dict[str, Any]] = {}
+        self._worst: dict[str, Any] | None = None
+        self._shapes: dict[str, str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> str | None:
+        """Connect and start sampling; a sentence saying why not, when lock analysis is off."""
+        try:
+            import psycopg
+        except ImportError:
+            return ("lock analysis needs psycopg 3 for the watchdog's own connection: "
+                    "pip install 'pytest-dbguard[postgres]'")
+        try:
+            conn = psycopg.connect(autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name=APPLICATION_NAME, **self.params)
+            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            conn.execute(f"SET lock_timeout = {STATEMENT_TIMEOUT_MS // 2}")
+            row = conn.execute("SHOW server_version_num").fetchone()
+            version = int(row[0]) if row else 0
+        except Exception as exc:
+            # the class and SQLSTATE only: a driver message could name hosts and users
+            state = sqlstate_of(exc)
+            return (f"lock analysis is off: the watchdog could not connect to PostgreSQL "
+                    f"({type(exc).__name__}{', SQLSTATE ' + state if state else ''})")
+        self._sql = _SAMPLE_SQL.format(wait_s=_WAIT_S_14 if version >= 140000 else "NULL")
+        self._conn = conn
+        self._thread = threading.Thread(target=self._loop, name="dbguard-stress-watchdog",
+                                        daemon=True)
+        self._thread.start()
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=STATEMENT_TIMEOUT_MS / 1000 + 1)
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+
+    def begin_round(self, index: int, started: float) -> None:
+        self._round_started = started
+        self._round = index
+
+    def end_round(self) -> None:
+        if self._round is not None:
+            self.sample()  # a last look: a wait that ended with the round still counts
+        self._round = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._round is not None:
+                self.sample()
+
+    # -- sampling -------------------------------------------------------------------------
+    def sample(self) -> dict[str, Any] | None:
+        """One look at the stressed backends: the wait-for graph with threads and call sites."""
+        index = self._round
+        if index is None:
+            return None
+        backends = {b.pid: b for b in self.registry.watched(index)}
+        if not backends:
+            return None
+        with self._lock:
+            if self._conn is None:
+                return None
+            try:
+                rows = self._conn.execute(self._sql, (list(backends),)).fetchall()
+            except Exception:
+                self.sample_errors += 1
+                return None
+        self.samples += 1
+        now = time.perf_counter()
+        frames = sys._current_frames()
+        nodes: dict[int, dict[str, Any]] = {}
+        wait_s_of: dict[int, float | None] = {}
+        start_of: dict[int, float] = {}
+        for row in rows:
+            (pid, state, wait_type, query, query_start, blockers, locktype, mode, relation,
+             xid, w_page, w_tuple, wait_s, row_relation, page, tup) = row
+            backend = backends[pid]
+            wait_s_of[pid] = wait_s
+            start_of[pid] = float(query_start or 0.0)
+            waiting = bool(blockers) and wait_type == "Lock"
+            node: dict[str, Any] = {
+                "pid": pid,
+                "thread": backend.thread,
+                "state": state,
+                "sql": self.show_sql(query) if query else None,
+                "site": None,
+                "blocked_by": [int(b) for b in blockers or ()],
+                "waits_for": None,
+            }
+            if waiting:
+                node["site"] = self.site_of(frames.get(backend.ident))
+                node["waits_for"] = {
+                    "locktype": locktype,
+                    "mode": mode,
+                    "object": _lock_object(locktype, relation, xid, w_page, w_tuple),
+                    "relation": relation or row_relation,
+                    "row": f"({page},{tup})" if page is not None else (
+                        f"({w_page},{w_tuple})" if w_page is not None else None),
+                }
+            nodes[pid] = node
+        for pid, node in nodes.items():
+            if node["waits_for"] is None:
+                continue
+            key = (index, pid, start_of[pid])
+            wait_s = wait_s_of[pid]
+            wait_ms = float(wait_s) * 1000.0 if wait_s is not None else None
+            seen = self._waits.get(key)
+            if seen is None:
+                seen = self._waits[key] = {"round": index, "first_seen": now, "wait_ms": 0.0,
+                                           "blocked": dict(node), "blockers": {},
+                                           "in_cycle": False}
+            if wait_ms is None:
+                wait_ms = (now - seen["first_seen"]) * 1000.0 + self.interval * 500.0
+            seen["wait_ms"] = max(seen["wait_ms"], wait_ms)
+            if seen["blocked"].get("site") is None:
+                seen["blocked"]["site"] = node["site"]
+            for blocker in node["blocked_by"]:
+                seen["blockers"][blocker] = self._describe(blocker, nodes)
+        for cycle in _cycles(nodes):
+            key2 = (index, frozenset(cycle))
+            if key2 not in self._cycles:
+                self._cycles[key2] = {
+                    "round": index,
+                    "pids": list(cycle),
+                    "seen_after_ms": round((now - self._round_started) * 1000.0, 1),
+                    "sides": [dict(nodes[pid]) for pid in cycle],
+                }
+            for pid in cycle:
+                for wait_key, wait in self._waits.items():
+                    if wait_key[0] == index and wait_key[1] == pid:
+                        wait["in_cycle"] = True
+        edges = [{"blocked": pid, "blocker": b} for pid, n in nodes.items()
+                 for b in n["blocked_by"]]
+        graph: dict[str, Any] = {"round": index, "nodes": list(nodes.values()), "edges": edges}
+        if self._worst is None or len(graph["edges"]) > len(self._worst["edges"]):
+            self._worst = graph
+        return graph
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """A fresh graph for a hang report (the round is still running when it is taken)."""
+        index = self._round
+        graph = self.sample()
+        if index is not None:
+            self._hung_rounds.add(index)
+        return graph
+
+    def _describe(self, pid: int, nodes: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        node = nodes.get(pid)
+        if node is not None:
+            return {"pid": pid, "thread": node["thread"], "state": node["state"],
+                    "sql": node["sql"], "site": node["site"]}
+        return {"pid": pid, "thread": None, "state": None, "sql": None, "site": None,
+                "note": "a backend this test's stressed threads did not open; not inspected"}
+
+    def show_sql(self, sql: str) -> str:
+        if self.show_params:
+            return sql.strip()
+        shown = self._shapes.get(sql)
+        if shown is None:
+            shown = short_sql(make_shape(sql).fingerprint)
+            if len(self._shapes) < 1000:
+                self._shapes[sql] = shown
+        return shown
+
+    # -- results --------------------------------------------------------------------------
+    def lock_waits(self, threshold_ms: int) -> list[dict[str, Any]]:
+        """Waits of at least threshold_ms that were not part of a deadlock or a hang."""
+        out = []
+        for wait in self._waits.values():
+            if wait["in_cycle"] or wait["round"] in self._hung_rounds:
+                continue
+            if wait["wait_ms"] < threshold_ms:
+                continue
+            out.append({"round": wait["round"], "wait_ms": round(wait["wait_ms"], 1),
+                        "blocked": wait["blocked"], "blockers": list(wait["blockers"].values())})
+        return out
+
+    def cycle_for(self, index: int, victim_pid: int | None, pids: Iterable[int]
+                  ) -> dict[str, Any] | None:
+        wanted = set(pids)
+        best = None
+        for (round_index, members), cycle in self._cycles.items():
+            if round_index != index:
+                continue
+            if wanted and wanted <= members:
+                return cycle
+            if victim_pid is not None and victim_pid in members:
+                best = best or cycle
+        return best
+
+    def worst_graph(self) -> dict[str, Any] | None:
+        return self._worst
+
+    # -- cancelling (only registry backends) ----------------------------------------------
+    def cancel(self, pids: list[int]) -> list[int]:
+        return self._signal("pg_cancel_backend", pids)
+
+    def terminate(self, pids: list[int]) -> list[int]:
+        return self._signal("pg_terminate_backend", pids)
+
+    def _signal(self, function: str, pids: list[int]) -> list[int]:
+        own = [pid for pid in pids if (b := self.registry.get(pid)) and b.thread != MAIN_THREAD]
+        if not own:
+            return []
+        with self._lock:
+            if self._conn is None:
+                return []
+            try:
+                rows = self._conn.execute(
+                    f"SELECT p, {function}(p) FROM unnest(%s::int[]) AS p", (own,)
+                ).fetchall()
+            except Exception:
+                self.sample_errors += 1
+                return []
+        return [int(pid) for pid, ok in rows if ok]
+
+
+def _lock_object(locktype: str | None, relation: str | None, xid: str | None,
+                 page: int | None, tup: int | None) -> str | None:
+    if locktype == "transactionid":
+        return f"transaction {xid}"
+    if locktype == "tuple":
+        return f"tuple ({page},{tup}) of relation {relation}"
+    if locktype == "relation":
+        return f"relation {relation}"
+    return locktype
+
+
+def _cycles(nodes: dict[int, dict[str, Any]]) -> list[tuple[int, ...]]:
+    """Cycles of the wait-for graph among the watched backends, each once, smallest pid first."""
+    found: set[tuple[int, ...]] = set()
+
+    def walk(start: int, pid: int, path: list[int]) -> None:
+        for nxt in nodes[pid]["blocked_by"]:
+            if nxt not in nodes:
+                continue
+            if nxt == start:
+                low = path.index(min(path))
+                found.add(tuple(path[low:] + path[:low]))
+            elif nxt not in path and nxt > start:
+                walk(start, nxt, path + [nxt])
+
+    for pid in nodes:
+        walk(pid, pid, [pid])
+    return sorted(found)
