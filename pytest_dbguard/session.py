@@ -173,14 +173,21 @@ class DbguardSession:
 
     def run_stress(self, item: pytest.Function, state: TestState) -> None:
         """Run the test body under stress; thread failures fail the test with their index."""
-        from .stress.report import failure_report, make_site_of, test_arguments
+        from .stress.report import (
+            failure_report,
+            make_site_of,
+            make_user_site_of,
+            test_arguments,
+        )
         from .stress.runner import StressRunner
 
         assert state.stress is not None and state.recorder is not None and self.hub is not None
         func, kwargs = test_arguments(item.obj, item.funcargs)
         runner = StressRunner(state.stress, func, kwargs, item.nodeid,
                               make_site_of(self.hub.classifier),
-                              transactional=_transactional(item) is True)
+                              transactional=_transactional(item) is True,
+                              display_path=self.hub.classifier.display_path,
+                              site_of_frame=make_user_site_of(self.hub.classifier))
         try:
             runner.run()
         finally:

@@ -61,6 +61,22 @@ def make_site_of(classifier: FrameClassifier) -> Callable[[FrameType | None], st
     return site_of
 
 
+def make_user_site_of(classifier: FrameClassifier) -> Callable[[FrameType | None], str | None]:
+    """path:line of `frame` itself when it is user code, else None."""
+
+    def user_site_of(frame: FrameType | None) -> str | None:
+        if frame is None:
+            return None
+        kind = classifier.kinds.get(id(frame.f_code))
+        if kind is None:
+            kind = classifier.classify(frame.f_code)
+        if kind != USER:
+            return None
+        return f"{classifier.display_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+    return user_site_of
+
+
 def failure_report(runner: StressRunner) -> str:
     """The failure text of a stressed test: which thread failed in which round, and why."""
     from .runner import __file__ as runner_file

@@ -9,8 +9,8 @@ still do not return are abandoned as daemon threads so the session goes on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import contextvars
 import inspect
 import random
 import sys
@@ -47,12 +47,15 @@ STACK_FRAMES_SHOWN = 10
 THREAD_PREFIX = "dbguard-stress-"
 _WATCHED_SQLSTATES = (DEADLOCK, LOCK_NOT_AVAILABLE, QUERY_CANCELED)
 
-_local = threading.local()
+# A context variable, not a thread-local: asgiref carries it into an async body's event loop
+# and back into the ORM calls that body makes through sync_to_async.
+_INDEX: contextvars.ContextVar[int | None] = contextvars.ContextVar("dbguard_stress_index",
+                                                                     default=None)
 
 
 def current_index() -> int | None:
     """The stressed thread's index (0..N-1), or None outside a stressed thread."""
-    return getattr(_local, "index", None)
+    return _INDEX.get()
 
 
 SiteOf = Callable[[FrameType | None], str | None]
@@ -65,6 +68,8 @@ class ThreadError:
     at_ms: float
     exc: BaseException
     site: str | None
+    # raised after the round's timeout, when dbguard cancelled the thread's statement
+    after_hang: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +80,7 @@ class ThreadError:
             "message": first_line(self.exc),
             "sqlstate": sqlstate_of(self.exc),
             "site": self.site,
+            "after_hang": self.after_hang,
         }
 
 
@@ -106,8 +112,13 @@ class StressRunner:
     """One stressed test: `rounds` rounds of `threads` threads running `func(**kwargs)`."""
 
     def __init__(self, plan: StressPlan, func: Callable[..., Any], kwargs: dict[str, Any],
-                 nodeid: str, site_of: SiteOf, transactional: bool) -> None:
+                 nodeid: str, site_of: SiteOf, transactional: bool,
+                 display_path: Callable[[str], str] = str,
+                 site_of_frame: SiteOf | None = None) -> None:
         self.plan = plan
+        # the site of one frame only if it is user code (None otherwise)
+        self.site_of_frame = site_of_frame or (lambda frame: None)
+        self.display_path = display_path
         self.func = func
         self.kwargs = kwargs
         self.nodeid = nodeid
@@ -139,7 +150,8 @@ class StressRunner:
 
     @property
     def errors(self) -> list[ThreadError]:
-        return [e for r in self.rounds for e in r.errors]
+        """Failures of the test's own making: not the ones dbguard caused by stopping a hang."""
+        return [e for r in self.rounds for e in r.errors if not e.after_hang]
 
     def facts(self) -> dict[str, Any]:
         """The plain-data result the stress rules and the JSON report read."""
@@ -316,7 +328,7 @@ class StressRunner:
 
     def _thread_main(self, index: int, result: RoundResult, barrier: threading.Barrier,
                      done: threading.Event, jitter: float) -> None:
-        _local.index = index
+        _INDEX.set(index)
         try:
             if self.transactional:
                 self._connect()
@@ -329,8 +341,12 @@ class StressRunner:
                 return
             time.sleep(jitter)
             if self.is_async:
-                with asyncio.Runner() as loop_runner:
-                    loop_runner.run(self.func(**self.kwargs))
+                # async_to_sync gives this thread an event loop of its own, and sends the body's
+                # thread-sensitive ORM calls (sync_to_async) back to this thread: they use this
+                # thread's connections, which are closed below.
+                from asgiref.sync import async_to_sync
+
+                async_to_sync(self.func)(**self.kwargs)
             else:
                 self.func(**self.kwargs)
         except threading.BrokenBarrierError:
@@ -341,7 +357,6 @@ class StressRunner:
                                              self._site_of_traceback(exc.__traceback__)))
         finally:
             self._close_connections()
-            _local.index = None
             done.set()
 
     @staticmethod
@@ -370,23 +385,30 @@ class StressRunner:
                 pass  # a terminated backend may fail to close cleanly; it is gone either way
 
     def _site_of_traceback(self, tb: TracebackType | None) -> str | None:
-        innermost: FrameType | None = None
+        # The traceback's own frames, not f_back: frames that finished unwinding lose f_back.
+        site = None
         while tb is not None:
-            innermost = tb.tb_frame
+            found = self.site_of_frame(tb.tb_frame)
+            if found is not None:
+                site = found
             tb = tb.tb_next
-        return self.site_of(innermost)
+        return site
 
     # -- hangs --------------------------------------------------------------------------
     def _handle_hang(self, result: RoundResult, threads: list[threading.Thread],
                      done: list[threading.Event], started: float) -> None:
         stuck = [i for i, event in enumerate(done) if not event.is_set()]
         frames = sys._current_frames()
-        stacks = {str(i): thread_stack(frames.get(t.ident or -1)) for i, t in enumerate(threads)}
+        stacks = {str(i): thread_stack(frames.get(t.ident or -1), self.display_path)
+                  for i, t in enumerate(threads)}
         graph = self.watchdog.snapshot() if self.watchdog else None
         cancelled: list[int] = []
         terminated: list[int] = []
         if self.watchdog is not None:
-            pids = [b.pid for b in self.registry.of_round(result.index) if b.thread in stuck]
+            # a statement can only be cancelled while it runs; idle backends wait for terminate
+            running = {n["pid"] for n in (graph or {}).get("nodes", ()) if n["state"] == "active"}
+            pids = [b.pid for b in self.registry.of_round(result.index)
+                    if b.thread in stuck and (graph is None or b.pid in running)]
             cancelled = self.watchdog.cancel(pids)
             _wait_all(done, CANCEL_GRACE_S)
             still = [i for i, event in enumerate(done) if not event.is_set()]
@@ -395,6 +417,9 @@ class StressRunner:
                 terminated = self.watchdog.terminate(pids)
                 _wait_all(done, TERMINATE_GRACE_S)
         abandoned = [i for i, event in enumerate(done) if not event.is_set()]
+        for error in result.errors:
+            if error.index in stuck and error.at_ms >= self.plan.timeout * 1000.0:
+                error.after_hang = True
         self.hang = {
             "round": result.index,
             "timeout_s": self.plan.timeout,
@@ -418,13 +443,14 @@ def _wait_all(done: list[threading.Event], seconds: float) -> None:
 _OWN_FILES = (__file__.rstrip("c"), threading.__file__)
 
 
-def thread_stack(frame: FrameType | None) -> list[str]:
+def thread_stack(frame: FrameType | None, display_path: Callable[[str], str] = str
+                 ) -> list[str]:
     """The thread's stack, outermost first, without the runner's and threading's own frames."""
     if frame is None:
         return []
     entries = traceback.extract_stack(frame)
     return [
-        f"{entry.filename}:{entry.lineno} in {entry.name}"
+        f"{display_path(entry.filename)}:{entry.lineno} in {entry.name}"
         + (f": {entry.line.strip()}" if entry.line else "")
         for entry in entries
         if entry.filename not in _OWN_FILES

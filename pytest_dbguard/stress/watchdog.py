@@ -267,7 +267,6 @@ class Watchdog:
                 "waits_for": None,
             }
             if waiting:
-                node["site"] = self.site_of(frames.get(backend.ident))
                 node["waits_for"] = {
                     "locktype": locktype,
                     "mode": mode,
@@ -277,6 +276,11 @@ class Watchdog:
                         f"({w_page},{w_tuple})" if w_page is not None else None),
                 }
             nodes[pid] = node
+        if any(node["waits_for"] for node in nodes.values()):
+            # where each thread is in its Python code: the waiter's statement, and what the
+            # lock holder is doing meanwhile (sleeping, calling out, waiting on a Python lock)
+            for node in nodes.values():
+                node["site"] = self.site_of(frames.get(backends[node["pid"]].ident))
         for pid, node in nodes.items():
             if node["waits_for"] is None:
                 continue
