@@ -152,6 +152,11 @@ class TestRecorder:
         return self.phase_rows.get(self.current_phase, [])
 
     def record(self) -> TestRecord:
+        conns = self.hub.catalog.conns
+        used = set()
+        for rows in self.phase_rows.values():
+            used.update(map(_CONN_OF, rows))
+        vendors = self.vendors | {conns[i].vendor for i in used}
         connections = tuple(
             ConnectionEvent(
                 alias=c["alias"], vendor=c["vendor"], thread=c["thread"],
@@ -165,12 +170,13 @@ class TestRecorder:
             phases={p: self.phase_records[p] for p in PHASES if p in self.phase_records},
             connections=connections,
             peak_connections=self.peak_connections,
-            vendors=tuple(sorted(self.vendors)),
+            vendors=tuple(sorted(vendors)),
             facts=dict(self.facts),
         )
 
 
 _GROUP_KEY = itemgetter(ROW_SHAPE, ROW_SITE, ROW_CONN)
+_CONN_OF = itemgetter(ROW_CONN)
 _SHAPE_AND_DURATION = itemgetter(ROW_SHAPE, ROW_DURATION)
 
 
