@@ -59,7 +59,7 @@ def test_django_counters_unchanged_with_plugin_on(djproject, backend):
     on.assert_outcomes(failed=3)
     off.assert_outcomes(failed=3)
     assert _failure_lines(on.stdout.str()) == _failure_lines(off.stdout.str())
-    assert "E   AssertionError: 5 != 4 : 5 queries executed, 4 expected" in on.stdout.str()
+    assert "AssertionError: 5 != 4 : 5 queries executed, 4 expected" in on.stdout.str()
 
 
 PLAIN_PROJECT_TEST = '''
