@@ -208,8 +208,9 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
         extra = row[ROW_EXTRA]
         if extra is not None and "sql" in extra:
             examples = per_shape[row[ROW_SHAPE]][4]
-            if len(examples) < EXAMPLES_PER_FINGERPRINT and extra["sql"] not in examples:
-                examples.append(extra["sql"])
+            example = f"{extra['sql']}  -- params {extra.get('params')}"
+            if len(examples) < EXAMPLES_PER_FINGERPRINT and example not in examples:
+                examples.append(example)
     stats = []
     for shape_i, (shape, count, aliases, site_counts, examples) in per_shape.items():
         resolved = [(sites[i] if i != NO_SITE else None, n) for i, n in site_counts.items()]
