@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 BUDGET_TESTS = """
 import pytest
 from shop.models import Author, Book
@@ -38,7 +36,8 @@ def test_budget_fails_with_grouped_message(djproject, backend):
     out = result.stdout.str()
     assert "[dbguard:budget] query budget exceeded: 5 queries > budget 3 (alias default)" in out
     assert (
-        '4× SELECT ... FROM "shop_author" WHERE "shop_author"."id" = %s LIMIT %s  at test_shop.py:18'
+        '4× SELECT ... FROM "shop_author" WHERE "shop_author"."id" = %s LIMIT %s'
+        "  at test_shop.py:18"
         in out
     )
     assert '1× SELECT ... FROM "shop_book"  at test_shop.py:17' in out
@@ -93,7 +92,8 @@ def test_transaction_control_counts_only_with_count_tx(djproject):
 
 def test_using_restricts_the_budget_to_one_alias(djproject):
     djproject.add_settings('''
-DATABASES["archive"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "archive.sqlite3")}
+DATABASES["archive"] = {"ENGINE": "django.db.backends.sqlite3",
+                        "NAME": str(BASE_DIR / "archive.sqlite3")}
 ''')
     djproject.write_test('''
         import pytest
@@ -228,7 +228,9 @@ def test_dbguard_fixture_counts_queries_and_sites(djproject):
             worker = threading.Thread(target=in_thread, name="report-worker")
             worker.start(); worker.join()
             queries = [q for q in dbguard.queries if q.phase == "call"]
-            assert [(q.fingerprint.split(" ")[0], q.unit, q.thread, str(q.call_site)) for q in queries] == [
+            seen = [(q.fingerprint.split(" ")[0], q.unit, q.thread, str(q.call_site))
+                    for q in queries]
+            assert seen == [
                 ("INSERT", "test", "MainThread", "test_shop.py:9"),
                 ("SELECT", "GET /books/", "MainThread", "shop/views.py:10"),
                 ("SELECT", "test", "report-worker", "test_shop.py:13"),

@@ -118,5 +118,6 @@ def test_internal_error_is_reported_as_the_plugins(djproject):
     result = djproject.run("--dbguard")
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
-    assert "INTERNAL ERROR in pytest-dbguard: test_shop.py::test_over (call):" in result.stdout.str()
+    out = result.stdout.str()
+    assert "INTERNAL ERROR in pytest-dbguard: test_shop.py::test_over (call):" in out
     assert "RuntimeError: boom in a rule" in result.stdout.str()

@@ -1,4 +1,4 @@
-"""SQL fingerprints: one normalised text and a stable id per query shape, built on sqlparse's lexer."""
+"""SQL fingerprints: one normalised text and a stable id per query shape, via sqlparse's lexer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The session-wide hub that taps feed, and the per-test recorder that turns rows into a TestRecord."""
+"""The session-wide hub that taps feed, and the per-test recorder that builds TestRecords."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ class TestRecorder:
 
     def record(self) -> TestRecord:
         conns = self.hub.catalog.conns
-        used = set()
+        used: set[int] = set()
         for rows in self.phase_rows.values():
             used.update(map(_CONN_OF, rows))
         vendors = self.vendors | {conns[i].vendor for i in used}
