@@ -121,3 +121,23 @@ def test_internal_error_is_reported_as_the_plugins(djproject):
     out = result.stdout.str()
     assert "INTERNAL ERROR in pytest-dbguard: test_shop.py::test_over (call):" in out
     assert "RuntimeError: boom in a rule" in result.stdout.str()
+
+
+def test_interrupted_run_writes_no_report(djproject):
+    djproject.write_test('''
+        import pytest
+        from shop.models import Author
+
+        @pytest.mark.django_db
+        def test_first():
+            Author.objects.count()
+
+        def test_interrupt():
+            raise KeyboardInterrupt
+    ''')
+    path = djproject.path / "dbguard.json"
+    path.write_text('{"previous": "report"}\n')
+    result = djproject.run("--dbguard", "--dbguard-json", str(path))
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert path.read_text() == '{"previous": "report"}\n'
+    assert [p.name for p in djproject.path.glob(".dbguard-*")] == []
