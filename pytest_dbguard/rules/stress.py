@@ -46,6 +46,8 @@ def lock_text(waits_for: dict[str, Any] | None) -> str:
         return "a lock"
     text = f"{waits_for.get('mode') or 'a lock'} on {waits_for.get('object') or '?'}"
     row, relation = waits_for.get("row"), waits_for.get("relation")
+    if waits_for.get("locktype") == "tuple":
+        return text  # the object already names the row and its relation
     if row and relation:
         text += f" (row {row} of {relation})"
     elif relation and relation not in text:
@@ -71,9 +73,11 @@ def side_lines(sides: list[dict[str, Any]]) -> list[str]:
 
 
 def _deadlock_signature(event: dict[str, Any]) -> tuple[Any, ...]:
+    """The same statements at the same lines deadlocking, however many threads joined in."""
     sides = event.get("sides") or []
-    shape = tuple(sorted((s.get("site") or "", s.get("sql") or "") for s in sides))
-    return (event["propagated"], shape or ((event.get("site") or "", event.get("sql") or ""),))
+    shape = frozenset((s.get("site") or "", s.get("sql") or "") for s in sides)
+    return (event["propagated"], shape or frozenset({(event.get("site") or "",
+                                                     event.get("sql") or "")}))
 
 
 def deadlock_findings(stress: dict[str, Any], nodeid: str) -> list[Finding]:
@@ -87,7 +91,9 @@ def deadlock_findings(stress: dict[str, Any], nodeid: str) -> list[Finding]:
         rounds = sorted({e["round"] for e in events})
         sides = first.get("sides") or []
         kind = "propagated to the test" if propagated else "caught and retried by the code"
-        message = (f"deadlock between {max(len(sides), 2)} threads in {len(rounds)} of "
+        sizes = sorted({max(len(e.get("sides") or ()), 2) for e in events})
+        between = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+        message = (f"deadlock between {between} threads in {len(rounds)} of "
                    f"{rounds_run} rounds (PostgreSQL {DEADLOCK}, {kind})")
         lines = side_lines(sides)
         victim = who(first.get("thread"), first.get("victim_pid"))

@@ -347,10 +347,19 @@ class Watchdog:
 
     # -- results --------------------------------------------------------------------------
     def lock_waits(self, threshold_ms: int) -> list[dict[str, Any]]:
-        """Waits of at least threshold_ms that were not part of a deadlock or a hang."""
+        """Waits of at least threshold_ms that were not part of a deadlock or a hang.
+
+        A wait behind a deadlocked backend lasts as long as the deadlock: the deadlock finding
+        explains it, so it is not reported twice.
+        """
+        in_cycles: dict[int, set[int]] = {}
+        for (round_index, members) in self._cycles:
+            in_cycles.setdefault(round_index, set()).update(members)
         out = []
         for wait in self._waits.values():
             if wait["in_cycle"] or wait["round"] in self._hung_rounds:
+                continue
+            if set(wait["blockers"]) & in_cycles.get(wait["round"], set()):
                 continue
             if wait["wait_ms"] < threshold_ms:
                 continue
