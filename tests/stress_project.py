@@ -54,3 +54,10 @@ def add_inventory(project: Any) -> None:
     project.write("inventory/migrations/__init__.py", "")
     project.write("inventory/migrations/0001_initial.py", MIGRATION)
     project.add_settings('INSTALLED_APPS = [*INSTALLED_APPS, "inventory"]')
+
+
+def line_of(source: str, text: str) -> int:
+    """1-based line of the only line containing `text` in a test module as written."""
+    lines = [n for n, line in enumerate(source.splitlines(), 1) if text in line]
+    assert len(lines) == 1, (text, lines)
+    return lines[0]

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from tests.stress_project import add_inventory
+from tests.stress_project import add_inventory, line_of
 
 # The test server's deadlock_timeout (tests/pgserver.py); a deadlock must be reported within
 # this plus one second of the round's start.
@@ -38,13 +38,6 @@ def run_json(project: Any, *args: str) -> tuple[Any, dict[str, dict[str, Any]]]:
 
 def findings(entry: dict[str, Any], rule: str) -> list[dict[str, Any]]:
     return [f for f in entry["findings"] if f["rule"] == rule]
-
-
-def line_of(source: str, text: str) -> int:
-    """1-based line of the only line containing `text` in the test module as written."""
-    lines = [n for n, line in enumerate(source.splitlines(), 1) if text in line]
-    assert len(lines) == 1, (text, lines)
-    return lines[0]
 
 
 DEADLOCKS = HEADER + """
