@@ -381,3 +381,58 @@ def test_async_body_runs_one_loop_per_thread(djproject_pg):
                if c["thread"].startswith("dbguard-stress-")]
     # the ORM calls ran on the stressed threads' own connections, closed at the end
     assert len(threads) == 6 and all(c["closed"] for c in threads)
+
+
+OWN_THREADS = HEADER + """
+from django.db import connection
+
+
+def opposite_updates(first, second, errors, retry):
+    for attempt in range(5 if retry else 1):
+        try:
+            with transaction.atomic():
+                Product.objects.filter(pk=first).update(stock=F("stock") - 1)
+                time.sleep(0.05)
+                Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
+            break
+        except OperationalError as exc:
+            errors.append(exc)
+    connection.close()
+
+
+def run_pair(skus, retry):
+    errors = []
+    threads = [threading.Thread(target=opposite_updates, args=(*order, errors, retry))
+               for order in (skus, skus[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_own_threads_deadlock(skus):
+    errors = run_pair(skus, retry=False)
+    raise errors[0]
+
+
+def test_own_threads_retry(skus):
+    assert len(run_pair(skus, retry=True)) == 1
+"""
+
+
+def test_deadlock_between_the_tests_own_threads_without_stress_mode(djproject_pg):
+    add_inventory(djproject_pg)
+    djproject_pg.write_test(OWN_THREADS)
+    result, tests = run_json(djproject_pg)
+    result.assert_outcomes(passed=1, failed=1)
+    line = line_of(OWN_THREADS, "# second update")
+    [propagated] = findings(tests["test_own_threads_deadlock"], "deadlock")
+    assert propagated["action"] == "fail" and propagated["evidence"]["propagated"] is True
+    assert propagated["message"] == ("PostgreSQL reported 1 deadlock(s) (40P01, propagated to "
+                                     "the test)")
+    assert propagated["evidence"]["lines"][0].startswith(
+        f"aborted statement at test_shop.py:{line} (Thread-")
+    [retried] = findings(tests["test_own_threads_retry"], "deadlock")
+    assert retried["action"] == "warn" and retried["evidence"]["propagated"] is False
+    assert tests["test_own_threads_retry"]["stress"] is None
