@@ -387,7 +387,8 @@ OWN_THREADS = HEADER + """
 from django.db import connection
 
 
-def opposite_updates(first, second, errors, retry):
+def opposite_updates(first, second, errors, retry, start):
+    start.wait()
     for attempt in range(5 if retry else 1):
         try:
             with transaction.atomic():
@@ -402,7 +403,8 @@ def opposite_updates(first, second, errors, retry):
 
 def run_pair(skus, retry):
     errors = []
-    threads = [threading.Thread(target=opposite_updates, args=(*order, errors, retry))
+    start = threading.Barrier(2)
+    threads = [threading.Thread(target=opposite_updates, args=(*order, errors, retry, start))
                for order in (skus, skus[::-1])]
     for thread in threads:
         thread.start()

@@ -254,12 +254,15 @@ class StressRunner:
                 victim_pid = None
                 detail = db_error.get("detail") or {}
                 for backend in self.registry.of_round(result.index):
-                    if backend.thread == db_error["thread"] and backend.pid in detail.get("pids",
-                                                                                          ()):
+                    if backend.thread == db_error["thread"] and backend.alias == db_error["alias"]:
                         victim_pid = backend.pid
                 cycle = (self.watchdog.cycle_for(result.index, victim_pid,
                                                  detail.get("pids", ()))
                          if self.watchdog else None)
+                if cycle is not None:
+                    for side in cycle["sides"]:
+                        if side["site"] is None and side["thread"] == db_error["thread"]:
+                            side["site"] = db_error["site"]  # the victim's aborted statement
                 key = (result.index, db_error["thread"])
                 out.append({
                     "round": result.index,

@@ -301,13 +301,20 @@ class Watchdog:
                 seen["blockers"][blocker] = self._describe(blocker, nodes)
         for cycle in _cycles(nodes):
             key2 = (index, frozenset(cycle))
-            if key2 not in self._cycles:
+            known = self._cycles.get(key2)
+            if known is None:
                 self._cycles[key2] = {
                     "round": index,
                     "pids": list(cycle),
                     "seen_after_ms": round((now - self._round_started) * 1000.0, 1),
                     "sides": [dict(nodes[pid]) for pid in cycle],
                 }
+            else:
+                # a thread can move between the catalog query and the stack snapshot (a busy
+                # machine); a later sample of the same cycle fills in the line it missed
+                for known_side in known["sides"]:
+                    if known_side["site"] is None:
+                        known_side["site"] = nodes[known_side["pid"]]["site"]
             for pid in cycle:
                 for wait_key, wait in self._waits.items():
                     if wait_key[0] == index and wait_key[1] == pid:
