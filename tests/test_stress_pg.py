@@ -47,7 +47,7 @@ def test_update_order(skus, dbguard):
     first, second = skus if dbguard.stress_index == 0 else skus[::-1]
     with transaction.atomic():
         Product.objects.filter(pk=first).update(stock=F("stock") - 1)
-        time.sleep(0.05)
+        time.sleep(0.1)
         Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
 
 
@@ -59,7 +59,7 @@ def test_select_for_update(skus, dbguard):
             product = Product.objects.select_for_update().get(pk=pk)  # lock
             product.stock -= 1
             product.save()
-            time.sleep(0.05)
+            time.sleep(0.1)
 """
 
 
@@ -393,7 +393,7 @@ def opposite_updates(first, second, errors, retry, start):
         try:
             with transaction.atomic():
                 Product.objects.filter(pk=first).update(stock=F("stock") - 1)
-                time.sleep(0.05)
+                time.sleep(0.2)  # wide enough for a busy machine
                 Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
             break
         except OperationalError as exc:

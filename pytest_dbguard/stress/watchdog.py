@@ -256,6 +256,9 @@ class Watchdog:
             backend = backends[pid]
             wait_s_of[pid] = wait_s
             start_of[pid] = float(query_start or 0.0)
+            # pg_stat_activity is read once per statement, pg_blocking_pids() live: a backend
+            # counts as waiting only when both agree, so a stale activity row (the previous
+            # statement's text) never becomes a side of a deadlock or a lock wait
             waiting = bool(blockers) and wait_type == "Lock"
             node: dict[str, Any] = {
                 "pid": pid,
@@ -263,7 +266,7 @@ class Watchdog:
                 "state": state,
                 "sql": self.show_sql(query) if query else None,
                 "site": None,
-                "blocked_by": [int(b) for b in blockers or ()],
+                "blocked_by": [int(b) for b in blockers] if waiting else [],
                 "waits_for": None,
             }
             if waiting:
