@@ -125,7 +125,8 @@ def param_key(flags: int) -> int:
     """The SQL+parameters digest of a row's flags; 0 when it was not collected."""
     return flags >> PARAM_KEY_SHIFT
 
-QueryRow = tuple[int, int, int, int, int, int, float, "dict[str, Any] | None"]
+# (shape_i, site_i, lazy_kind, conn_i, unit, flags, duration_s, extra dict or None)
+QueryRow = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)

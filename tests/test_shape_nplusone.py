@@ -203,7 +203,8 @@ def test_two_gets(shelf):
     result = djproject.run("--dbguard", "-p", "no:randomly")
     result.assert_outcomes(passed=3)
     out = result.stdout.str()
-    assert ('test_shop.py::test_gets: [nplusone-loop] N+1 loop: 4× SELECT ... FROM "shop_author" WHERE '
+    assert ('test_shop.py::test_gets: [nplusone-loop] N+1 loop: 4× SELECT ... FROM '
+            '"shop_author" WHERE '
             '"shop_author"."id" = %s LIMIT %s — one query per item at shop/services.py:30; fetch '
             'the items in one query before the loop (filter(pk__in=...), in_bulk() or a join)'
             in out)
@@ -226,7 +227,8 @@ def test_twice(shelf):
     result = djproject.run("--dbguard", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     out = result.stdout.str()
-    assert ('test_shop.py::test_same_query: [duplicate] duplicate query: 3× the same SELECT ... FROM "shop_tag" WHERE '
+    assert ('test_shop.py::test_same_query: [duplicate] duplicate query: 3× the same '
+            'SELECT ... FROM "shop_tag" WHERE '
             '"shop_tag"."name" = %s LIMIT %s with the same parameters at shop/services.py:38; '
             'run it once and reuse the result' in out)
     assert "duplicate: 1 warn" in out

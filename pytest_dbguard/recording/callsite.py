@@ -93,7 +93,7 @@ class FrameClassifier:
             if code.co_name == "pytest_pyfunc_call":
                 return WALK_END
             return INTERNAL
-        if os.sep + "site-packages" + os.sep in filename or os.sep + "dist-packages" + os.sep in filename:
+        if any(os.sep + d + os.sep in filename for d in ("site-packages", "dist-packages")):
             # a project installed into the venv still beats stdlib plumbing as a fallback
             if self._rootdir and filename.startswith(self._rootdir) and ".venv" not in filename:
                 return USER
@@ -174,12 +174,11 @@ class FrameClassifier:
             operation = _QS_OPERATIONS.get(qs_frame.f_code.co_name, "fetch")
         if (relation is not None or watch_templates) and user is not None:
             # the rest of the stack: a cascade, a prefetch or a template further out
-            frame = user.f_back
+            outer: FrameType | None = user.f_back
             depth = 0
-            while frame is not None and depth < EXTENDED_WALK_LIMIT:
-                kind = kinds.get(id(frame.f_code))
-                if kind is None:
-                    kind = self.classify(frame.f_code)
+            while outer is not None and depth < EXTENDED_WALK_LIMIT:
+                found_kind = kinds.get(id(outer.f_code))
+                kind = self.classify(outer.f_code) if found_kind is None else found_kind
                 if kind == WALK_END:
                     break
                 if kind in (IN_DELETE, IN_PREFETCH):
@@ -187,13 +186,13 @@ class FrameClassifier:
                 elif kind == IN_CONTEXT_PROCESSORS:
                     processors = True
                 elif kind == IN_TEMPLATE and template_frame is None:
-                    template_frame = frame
+                    template_frame = outer
                     user_seen_before_template = True
                     if not watch_templates:
                         break
-                frame = frame.f_back
+                outer = outer.f_back
                 depth += 1
-            del frame
+            del outer
         suppressed = None
         for kind, label in ((IN_DELETE, "delete"), (IN_PREFETCH, "prefetch"),
                             (IN_REFRESH, "refresh")):

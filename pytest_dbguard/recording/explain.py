@@ -1,4 +1,4 @@
-"""missing-index on PostgreSQL: EXPLAIN each query shape once per session on the plugin's own cursor."""
+"""missing-index on PostgreSQL: EXPLAIN each query shape once per session, out of band."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""query_timeout: per-test statement timeouts set out of band (PostgreSQL) or by a progress handler (SQLite)."""
+"""query_timeout: timeouts set out of band (PostgreSQL) or by progress handler (SQLite)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Single-query rules: slow-query, query-timeout, missing-index, template-query, replica-write, pgbouncer-unsafe."""
+"""Per-query rules: slow, timeout, missing index, template, replica write, pgbouncer-unsafe."""
 
 from __future__ import annotations
 
