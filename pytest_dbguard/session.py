@@ -22,6 +22,7 @@ from .reporting import json_report, terminal
 from .reporting.entries import test_entry
 from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
+from .rules.shape import QueryTimeout
 from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
 
 DJANGO_NOT_CONFIGURED = (
@@ -29,7 +30,7 @@ DJANGO_NOT_CONFIGURED = (
     "the environment) before using dbguard markers or the dbguard fixture."
 )
 
-OUR_MARKERS = ("query_budget", "stress")
+OUR_MARKERS = ("query_budget", "query_timeout", "stress")
 STRESS_RULES = ("deadlock", "lock-wait", "stress-hang")
 # pytest-django fixtures that give a test real commits, visible to other connections.
 TRANSACTIONAL_FIXTURES = frozenset({"transactional_db", "live_server", "django_db_reset_sequences",
@@ -64,6 +65,7 @@ class TestState:
     context: TestContext
     actions: dict[str, str]
     allowed: dict[str, str]
+    timeout: QueryTimeout | None = None
     started: float = field(default_factory=time.perf_counter)
     findings: list[Finding] = field(default_factory=list)
     record: TestRecord | None = None
@@ -76,6 +78,7 @@ class DbguardSession:
         self.settings = settings
         self.hub: Hub | None = None
         self._taps: Any = None
+        self._timeouts: Any = None
         self.entries: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, str] = {}
         self.internal_errors: list[str] = []
@@ -100,6 +103,15 @@ class DbguardSession:
         from .recording.django_db import DjangoTaps
 
         hub = Hub(rootdir=self.settings.rootdir, show_params=self.settings.show_params)
+        # what the taps collect follows the session's rules: nothing for a rule that is off
+        hub.collect_param_keys = self.settings.action_for("duplicate") != "off"
+        hub.watch_templates = self.settings.action_for("template-query") != "off"
+        if self.settings.explain and self.settings.action_for("missing-index") != "off":
+            from .recording.explain import ExplainProbe
+
+            probe = ExplainProbe(hub)
+            hub.probes.append(probe)
+            hub.explain_capture = probe.capture
         taps = DjangoTaps(hub)
         taps.install()
         self.hub, self._taps = hub, taps
@@ -110,11 +122,15 @@ class DbguardSession:
         if not self.wants_recording(item):
             return None
         budget: Budget | None = markers.closest(item, "query_budget")
+        timeout: QueryTimeout | None = markers.closest(item, "query_timeout")
+        if timeout is None and self.settings.query_timeout_ms and self.settings.enabled:
+            timeout = QueryTimeout(self.settings.query_timeout_ms,
+                                   source="--dbguard-query-timeout-ms")
         allowed = markers.allowed_rules(item)
         plan = self.stress_plan(item, markers.closest(item, "stress"))
         hub = self.ensure_hub()
         if hub is None:
-            needs_django = (budget is not None or plan is not None
+            needs_django = (budget is not None or timeout is not None or plan is not None
                             or "dbguard" in getattr(item, "fixturenames", ()))
             if needs_django:
                 raise markers.MarkerError(DJANGO_NOT_CONFIGURED)
@@ -131,6 +147,8 @@ class DbguardSession:
         }
         if budget is None and self.settings.max_queries is not None and self.settings.enabled:
             actions["budget"] = self.settings.actions.get("budget", "fail")
+        if timeout is not None:
+            actions["query-timeout"] = self.settings.actions.get("query-timeout", "fail")
         if plan is not None:
             # --dbguard-stress turns the stress rules on for the tests it stresses
             for rule_id in STRESS_RULES:
@@ -139,8 +157,10 @@ class DbguardSession:
             nodeid=item.nodeid,
             budget=budget,
             max_queries=self.settings.max_queries if self.settings.enabled else None,
+            options=self.settings.rule_options(),
         )
-        state = TestState(hub.start_test(item.nodeid), context, actions, allowed)
+        state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
+                          timeout=timeout)
         state.stress = plan
         return state
 
@@ -218,10 +238,26 @@ class DbguardSession:
             yield
             return
         state.recorder.start_phase(name)
+        timeouts = None
         try:
+            if name == "call" and state.timeout is not None:
+                timeouts = self._query_timeouts()
+                timeouts.start(state.recorder, state.timeout.ms, state.timeout.using)
             yield
         finally:
-            state.recorder.stop_phase()
+            try:
+                if timeouts is not None:
+                    timeouts.stop()
+            finally:
+                state.recorder.stop_phase()
+
+    def _query_timeouts(self) -> Any:
+        if self._timeouts is None:
+            from .recording.timeouts import QueryTimeouts
+
+            assert self.hub is not None
+            self._timeouts = QueryTimeouts(self.hub)
+        return self._timeouts
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
@@ -248,6 +284,8 @@ class DbguardSession:
         if self.hub is not None:
             self.shared_fixture_queries = self.hub.shared_query_count
             self.hub.finish_test()
+        if self._timeouts is not None:
+            self._timeouts.retry_pending()
         return entry
 
     # -- collecting (runs on the xdist controller too) ------------------------------------
