@@ -167,19 +167,22 @@ def _non_negative(value: Any, option: str) -> int | None:
     return int(value)
 
 
-def rewrite_bare_stress_flag(args: list[str]) -> None:
+def rewrite_bare_stress_flag(args: list[str]) -> bool:
     """`--dbguard-stress tests/` must not read `tests/` as the thread count.
 
     argparse gives an optional value to the next word whatever it is; a bare flag followed by
     something that is not a number is rewritten to `--dbguard-stress=` (no N) before parsing.
     """
+    rewritten = False
     for i, arg in enumerate(args):
         if arg == "--":
-            return
+            break
         if arg == "--dbguard-stress" and i + 1 < len(args):
             following = args[i + 1]
             if not following.startswith("-") and not following.strip().isdigit():
                 args[i] = "--dbguard-stress="
+                rewritten = True
+    return rewritten
 
 
 def _stress_threads(value: str | None) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import traceback
 from collections.abc import Generator
 from typing import Any
@@ -23,7 +24,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
                                   args: list[str]) -> None:
-    dbguard_config.rewrite_bare_stress_flag(args)
+    if dbguard_config.rewrite_bare_stress_flag(args):
+        # pytest already parsed these arguments once with our option swallowing the path;
+        # conftest discovery reads that parse, so it must see the path as a path too
+        early_config.known_args_namespace = parser.parse_known_args(
+            args, namespace=copy.copy(early_config.option))
 
 
 @pytest.hookimpl(trylast=True)
