@@ -71,6 +71,7 @@ class DbguardSession:
         self.notes: list[str] = []
         self.shared_fixture_queries = 0
         self._django_missing_noted = False
+        self._closers: list[Any] = []
 
     # -- deciding what to record ----------------------------------------------------------
     def wants_recording(self, item: pytest.Item) -> bool:
@@ -91,7 +92,28 @@ class DbguardSession:
         taps = DjangoTaps(hub)
         taps.install()
         self.hub, self._taps = hub, taps
+        self._add_lifecycle_probes(hub, taps)
         return hub
+
+    def _add_lifecycle_probes(self, hub: Hub, taps: Any) -> None:
+        from .recording.census import CensusProbe
+        from .recording.psycopg import PsycopgProbe
+        from .recording.txstate import DEFAULT_TEST_FILES, LifecycleProbe
+
+        test_files = tuple(self.config.getini("python_files") or DEFAULT_TEST_FILES)
+        raw = PsycopgProbe(hub, taps.note_peak)
+        taps.open_counters.append(raw.open_count)
+        census = CensusProbe(hub, taps, raw, self.notes.append)
+        # order matters: the census names the backends the other probes could not
+        hub.probes.extend((LifecycleProbe(hub, taps, test_files + ("conftest.py",)), raw,
+                           census))
+        self._closers.extend((raw.uninstall, census.close))
+
+    def close(self) -> None:
+        """Undo what recording installed (psycopg wrappers) and close the plugin's connections."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
 
     def begin_test(self, item: pytest.Item) -> TestState | None:
         """Parse markers and start recording; MarkerError and Django problems fail the test."""
@@ -121,6 +143,7 @@ class DbguardSession:
             nodeid=item.nodeid,
             budget=budget,
             max_queries=self.settings.max_queries if self.settings.enabled else None,
+            options={"max_connections": self.settings.max_connections},
         )
         return TestState(hub.start_test(item.nodeid), context, actions, allowed)
 
@@ -144,8 +167,12 @@ class DbguardSession:
             yield
 
     # -- judging ----------------------------------------------------------------------------
-    def judge(self, state: TestState, stage: str) -> list[Finding]:
+    def judge(self, state: TestState, stage: str, excinfo: Any = None) -> list[Finding]:
         assert state.recorder is not None
+        if excinfo is not None and stage == "call" and self.hub is not None:
+            from .recording.txstate import describe_raised
+
+            state.recorder.facts["raised"] = describe_raised(self.hub.classifier, excinfo.value)
         record = state.recorder.record()
         state.record = record
         found = evaluate(record, state.context, state.actions, state.allowed, stage=stage)
