@@ -102,7 +102,6 @@ class DbguardSession:
 
         test_files = tuple(self.config.getini("python_files") or DEFAULT_TEST_FILES)
         raw = PsycopgProbe(hub, taps.note_peak)
-        taps.open_counters.append(raw.open_count)
         census = CensusProbe(hub, taps, raw, self.notes.append)
         # order matters: the census names the backends the other probes could not
         hub.probes.extend((LifecycleProbe(hub, taps, test_files + ("conftest.py",)), raw,

@@ -159,8 +159,8 @@ class DjangoTaps:
         self.wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
         # called with (exception, connection, row) when a recorded query fails
         self.error_listeners: list[Callable[[BaseException, Any, QueryRow], None]] = []
-        # more open connections dbguard knows of (raw psycopg): each returns a count
-        self.open_counters: list[Callable[[], int]] = []
+        # the Django connection objects of the thread running the current test
+        self.test_thread_wrappers: list[Any] = []
 
     def install(self) -> None:
         if self.installed:
@@ -190,13 +190,26 @@ class DjangoTaps:
         conn.execute_wrappers.insert(0, tap)
         return tap
 
-    def open_count(self) -> int:
-        """Connections open right now, over every thread: Django's and the extra counters'."""
-        django_open = sum(1 for w in list(self.wrappers) if w.connection is not None)
-        return django_open + sum(count() for count in self.open_counters)
+    def open_count(self, recorder: TestRecorder) -> int:
+        """Connections open right now that belong to this test: the test thread's Django
+        connections and whatever the test opened (any thread, any driver). Connections an
+        earlier test leaked were reported there and do not count again."""
+        seen: set[int] = set()
+        count = 0
+        for wrapper in self.test_thread_wrappers:
+            if wrapper.connection is not None:
+                seen.add(id(wrapper))
+                count += 1
+        for entry in recorder.connections:
+            wrapper = entry.get("wrapper")
+            if wrapper is not None and id(wrapper) in seen:
+                continue
+            if not entry.get("shared") and not entry["is_closed"]():
+                count += 1
+        return count
 
     def note_peak(self, recorder: TestRecorder) -> None:
-        recorder.peak_connections = max(recorder.peak_connections, self.open_count())
+        recorder.peak_connections = max(recorder.peak_connections, self.open_count(recorder))
 
     def _on_connection_created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
         self.tap(connection)

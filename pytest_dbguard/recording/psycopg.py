@@ -2,7 +2,7 @@
 
 psycopg has no public hook that announces new connections, so while a session records, the public
 entry points are wrapped: `psycopg.connect` / `Connection.connect` / `AsyncConnection.connect`
-and the pools' `open`, `close`, `getconn` and `putconn`. `uninstall()` puts the originals back.
+and the pools' constructor, `open`, `getconn` and `putconn`. `uninstall()` puts the originals back.
 Connections opened by Django (tracked through its own signal), by psycopg-pool's workers (the
 pool is tracked instead) and by the plugin itself (the census) are left alone.
 """
@@ -151,6 +151,8 @@ class PsycopgProbe:
                 continue
             getconn, putconn = cls.__dict__["getconn"], cls.__dict__["putconn"]
             open_ = cls.__dict__["open"]
+            # the constructor opens the pool itself (open=True, or by default)
+            self._replace(cls, "__init__", _init(probe, cls.__dict__["__init__"]))
             if is_async:
                 self._replace(cls, "getconn", _async_getconn(probe, getconn, pool_timeout))
                 self._replace(cls, "putconn", _async_putconn(probe, putconn))
@@ -297,15 +299,17 @@ class PsycopgProbe:
             "thread": threading.current_thread().name, "checked_out_here": out,
         })
 
-    def open_count(self) -> int:
-        return sum(1 for conn in list(self.raw) if not conn.closed)
-
     # -- probe protocol ----------------------------------------------------------------------
     def start_test(self, recorder: TestRecorder) -> None:
         self.ensure_installed()
         self._test = {}
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
+        # pool-exhausted is judged with the call phase: its events are facts from then on
+        recorder.facts[self.name] = {
+            "timeouts": list(self._test.get("timeouts", ())),
+            "refused": list(self._test.get("refused", ())),
+        }
         if phase != "teardown":
             return
         self.ensure_installed()
@@ -392,6 +396,16 @@ def _sync_open(probe: PsycopgProbe, original: Any) -> Any:
 
     open.__doc__ = original.__doc__
     return open
+
+
+def _init(probe: PsycopgProbe, original: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if not self.closed:
+            probe.pool_opened(self, sys._getframe(1))
+
+    __init__.__doc__ = original.__doc__
+    return __init__
 
 
 def _async_getconn(probe: PsycopgProbe, original: Any, pool_timeout: type[BaseException]) -> Any:

@@ -91,6 +91,9 @@ class LifecycleProbe:
     def start_test(self, recorder: TestRecorder) -> None:
         self.test_ident = threading.get_ident()
         self.errors = []
+        from django.db import connections
+
+        self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
         self.taps.note_peak(recorder)
         recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
                                      "test_ident": self.test_ident}

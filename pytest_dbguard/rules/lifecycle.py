@@ -126,6 +126,7 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
         hint(HINT_UNHOOKED)
     if not lines:
         return ()
+    lines.sort()
     n = len(lines)
     return (Finding(
         rule="connection-leak",
@@ -206,6 +207,7 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
                      f"{backend['state']} after teardown")
     if not lines:
         return ()
+    lines.sort()
     n = len(lines)
     return (Finding(
         rule="open-transaction",
@@ -310,8 +312,8 @@ def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[F
     raw = record.facts.get("psycopg") or {}
     for timeout in raw.get("timeouts", ()):
         wait = f" after {timeout['timeout']:g} s" if timeout["timeout"] is not None else ""
-        size = (f" with all {timeout['max_size']} connections checked out"
-                if timeout["max_size"] else "")
+        size = (f" with all {_plural(timeout['max_size'], 'connection', 'connections')} "
+                f"checked out" if timeout["max_size"] else "")
         lines = [f"checked out at {site} and not returned by then"
                  for site in timeout["checked_out_here"]]
         findings.append(Finding(
