@@ -190,26 +190,31 @@ class DjangoTaps:
         conn.execute_wrappers.insert(0, tap)
         return tap
 
-    def open_count(self, recorder: TestRecorder) -> int:
-        """Connections open right now that belong to this test: the test thread's Django
-        connections and whatever the test opened (any thread, any driver). Connections an
-        earlier test leaked were reported there and do not count again."""
+    def open_now(self, recorder: TestRecorder) -> list[str]:
+        """Connections open right now that belong to this test, described for a report: the
+        test thread's Django connections and whatever the test opened (any thread, any
+        driver). Connections an earlier test leaked were reported there and do not count."""
         seen: set[int] = set()
-        count = 0
+        described = []
         for wrapper in self.test_thread_wrappers:
             if wrapper.connection is not None:
                 seen.add(id(wrapper))
-                count += 1
+                described.append(f"{wrapper.alias} ({wrapper.vendor}) of the test thread")
         for entry in recorder.connections:
             wrapper = entry.get("wrapper")
-            if wrapper is not None and id(wrapper) in seen:
+            if (wrapper is not None and id(wrapper) in seen) or entry.get("shared"):
                 continue
-            if not entry.get("shared") and not entry["is_closed"]():
-                count += 1
-        return count
+            if not entry["is_closed"]():
+                site = f" at {entry['site']}" if entry.get("site") else ""
+                described.append(f"{entry['alias']} ({entry['vendor']}) opened by thread "
+                                 f"{entry['thread']}{site} during {entry['phase']}")
+        return described
 
     def note_peak(self, recorder: TestRecorder) -> None:
-        recorder.peak_connections = max(recorder.peak_connections, self.open_count(recorder))
+        described = self.open_now(recorder)
+        if len(described) > recorder.peak_connections:
+            recorder.peak_connections = len(described)
+            recorder.facts["peak_connections"] = sorted(described)
 
     def _on_connection_created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
         self.tap(connection)

@@ -166,7 +166,8 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
             problems.append(f"atomic depth is {end['depth']} at the end of the test body, "
                             f"{start['depth']} when it began: an atomic block was entered and "
                             f"never exited")
-        if not end["autocommit"] and start["autocommit"]:
+        # an outermost atomic block turns autocommit off itself: one line says both
+        elif not end["autocommit"] and start["autocommit"]:
             problems.append("autocommit is off at the end of the test body: "
                             "transaction.set_autocommit(False) was never undone")
         # inside atomic or with autocommit off the driver is in a transaction by design;
@@ -336,15 +337,11 @@ def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[F
         ))
     limit = context.options.get("max_connections")
     if limit is not None and record.peak_connections > limit:
-        lines = []
-        for conn in record.connections:
-            where = f" at {conn.call_site}" if conn.call_site else ""
-            lines.append(f"{conn.alias} ({conn.vendor}) opened by thread {conn.thread}{where} "
-                         f"during {conn.opened_in_phase}")
+        lines = list(record.facts.get("peak_connections", ()))
         findings.append(Finding(
             rule="pool-exhausted", nodeid=record.nodeid, phase="call",
             message=f"{record.peak_connections} connections were open at once, more than "
-                    f"--dbguard-max-connections {limit}",
+                    f"--dbguard-max-connections {limit}; at the peak:",
             hint="bound the concurrency that opens connections (fewer worker threads, a "
                  "shared pool) and close each thread's connection when its work is done",
             evidence={"lines": lines, "peak": record.peak_connections, "limit": limit},
