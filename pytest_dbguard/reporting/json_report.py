@@ -37,4 +37,4 @@ def write_atomic(path: str, text: str) -> None:
 
 
 def write(path: str, document: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+    write_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
