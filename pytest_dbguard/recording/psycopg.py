@@ -9,6 +9,8 @@ pool is tracked instead) and by the plugin itself (the census) are left alone.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 import threading
@@ -91,11 +93,21 @@ class PsycopgProbe:
 
     # -- installation ----------------------------------------------------------------------
     def ensure_installed(self) -> None:
-        """Wrap what is importable now; psycopg may be imported by the project later on."""
-        if not self.installed_connect and "psycopg" in sys.modules:
+        """Wrap psycopg once the project uses it (it may import psycopg later on).
+
+        psycopg-pool is imported here as soon as psycopg is in use, so a test that imports
+        the pool inside its body is followed from its first checkout.
+        """
+        if "psycopg" not in sys.modules:
+            return
+        if not self.installed_connect:
             self._install_connect(sys.modules["psycopg"])
-        if not self.installed_pool and "psycopg_pool" in sys.modules:
-            self._install_pool(sys.modules["psycopg_pool"])
+        if not self.installed_pool:
+            if "psycopg_pool" not in sys.modules and importlib.util.find_spec(
+                    "psycopg_pool") is not None:
+                importlib.import_module("psycopg_pool")
+            if "psycopg_pool" in sys.modules:
+                self._install_pool(sys.modules["psycopg_pool"])
 
     def uninstall(self) -> None:
         for owner, attr, original in reversed(self._originals):
