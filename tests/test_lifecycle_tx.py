@@ -7,9 +7,11 @@ import pytest
 from pytest_dbguard.recording.fingerprint import make_shape, short_sql
 from pytest_dbguard.rules.lifecycle import HINT_ASYNC, HINT_OPEN_TX, HINT_SWALLOWED
 
-# the shape the fingerprinter gives the raw INSERT of register_raw()
-RAW_INSERT = short_sql(make_shape("INSERT INTO shop_author (id, name) VALUES (%s, 'x')").fingerprint)
 from tests.lifecycle_support import line_of, run_json
+
+# the shape the fingerprinter gives the raw INSERT of register_raw()
+RAW_INSERT = short_sql(
+    make_shape("INSERT INTO shop_author (id, name) VALUES (%s, 'x')").fingerprint)
 
 SERVICES = """
 from django.db import IntegrityError, connection, transaction
