@@ -6,7 +6,6 @@ import pytest
 
 from pytest_dbguard.recording.fingerprint import make_shape, short_sql
 from pytest_dbguard.rules.lifecycle import HINT_ASYNC, HINT_OPEN_TX, HINT_SWALLOWED
-
 from tests.lifecycle_support import line_of, run_json
 
 # the shape the fingerprinter gives the raw INSERT of register_raw()
