@@ -107,18 +107,29 @@ class DbguardSession:
         self._add_lifecycle_probes(hub, taps)
         return hub
 
+    def _rules_on(self, *rule_ids: str) -> bool:
+        return any(self.settings.action_for(rule_id) != "off" for rule_id in rule_ids)
+
     def _add_lifecycle_probes(self, hub: Hub, taps: Any) -> None:
+        # Only what an active rule reads is installed: a run that uses markers alone (no
+        # --dbguard) gets no psycopg wrappers and no server census.
+        if not self._rules_on("connection-leak", "open-transaction", "swallowed-db-error",
+                              "async-orm", "pool-exhausted"):
+            return
         from .recording.census import CensusProbe
         from .recording.psycopg import PsycopgProbe
         from .recording.txstate import DEFAULT_TEST_FILES, LifecycleProbe
 
         test_files = tuple(self.config.getini("python_files") or DEFAULT_TEST_FILES)
         raw = PsycopgProbe(hub, taps.note_peak)
-        census = CensusProbe(hub, taps, raw, self.notes.append)
         # order matters: the census names the backends the other probes could not
-        hub.probes.extend((LifecycleProbe(hub, taps, test_files + ("conftest.py",)), raw,
-                           census))
-        self._closers.extend((raw.uninstall, census.close))
+        probes: list[Any] = [LifecycleProbe(hub, taps, test_files + ("conftest.py",)), raw]
+        self._closers.append(raw.uninstall)
+        if self._rules_on("connection-leak", "open-transaction"):
+            census = CensusProbe(hub, taps, raw, self.notes.append)
+            probes.append(census)
+            self._closers.append(census.close)
+        hub.probes.extend(probes)
 
     def close(self) -> None:
         """Undo what recording installed (psycopg wrappers) and close the plugin's connections."""
