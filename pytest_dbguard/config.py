@@ -25,6 +25,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--dbguard-max-queries", type=int, default=None, metavar="N",
                     help="With --dbguard: fail any test whose call phase runs more than N "
                          "queries (a query_budget marker on the test wins).")
+    group.addoption("--dbguard-max-connections", type=int, default=None, metavar="N",
+                    help="With --dbguard: report pool-exhausted when more than N database "
+                         "connections are open at once during a test.")
     group.addoption("--dbguard-json", default=None, metavar="PATH",
                     help="Write the per-test report as JSON (schema pytest-dbguard/1).")
     group.addoption("--dbguard-show-params", action="store_true", default=False,
@@ -76,6 +79,7 @@ class Settings:
     enabled: bool = False
     actions: dict[str, str] = field(default_factory=dict)
     max_queries: int | None = None
+    max_connections: int | None = None
     json_path: str | None = None
     show_params: bool = False
     rootdir: str = "."
@@ -91,6 +95,7 @@ class Settings:
             "nplusone_threshold": self.nplusone_threshold,
             "slow_ms": self.slow_ms,
             "readonly_aliases": self.readonly_aliases,
+            "max_connections": self.max_connections,
         }
     # stress mode: None = off; 0 = each marker's own thread count; N = N threads
     stress_threads: int | None = None
@@ -256,6 +261,8 @@ def load_settings(config: pytest.Config) -> Settings:
         actions=actions,
         max_queries=_non_negative(config.getoption("dbguard_max_queries"),
                                   "--dbguard-max-queries"),
+        max_connections=_non_negative(config.getoption("dbguard_max_connections"),
+                                      "--dbguard-max-connections"),
         json_path=json_path,
         show_params=bool(config.getoption("dbguard_show_params")),
         rootdir=str(config.rootpath),

@@ -138,7 +138,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     found: list[Any] = []
     try:
         if call.when in ("call", "teardown"):
-            found = session.judge(state, stage=call.when)
+            found = session.judge(state, stage=call.when, excinfo=call.excinfo)
         if call.when == "teardown":
             entry = session.finish_test(item, state)
             entry["shared_fixture_queries"] = session.shared_fixture_queries
@@ -218,6 +218,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     dbguard = _session(session.config)
     if dbguard is None:
         return
+    try:
+        dbguard.close()
+    except Exception:
+        dbguard.internal_errors.append(traceback.format_exc())
     if hasattr(session.config, "workerinput"):
         return  # xdist worker: the controller writes the reports
     if exitstatus == pytest.ExitCode.INTERRUPTED:

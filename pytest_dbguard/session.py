@@ -89,6 +89,7 @@ class DbguardSession:
         self.shared_fixture_queries = 0
         self._django_missing_noted = False
         self._stress_vendor_noted = False
+        self._closers: list[Any] = []
 
     # -- deciding what to record ----------------------------------------------------------
     def wants_recording(self, item: pytest.Item) -> bool:
@@ -118,7 +119,38 @@ class DbguardSession:
         taps = DjangoTaps(hub)
         taps.install()
         self.hub, self._taps = hub, taps
+        self._add_lifecycle_probes(hub, taps)
         return hub
+
+    def _rules_on(self, *rule_ids: str) -> bool:
+        return any(self.settings.action_for(rule_id) != "off" for rule_id in rule_ids)
+
+    def _add_lifecycle_probes(self, hub: Hub, taps: Any) -> None:
+        # Only what an active rule reads is installed: a run that uses markers alone (no
+        # --dbguard) gets no psycopg wrappers and no server census.
+        if not self._rules_on("connection-leak", "open-transaction", "swallowed-db-error",
+                              "async-orm", "pool-exhausted"):
+            return
+        from .recording.census import CensusProbe
+        from .recording.psycopg import PsycopgProbe
+        from .recording.txstate import DEFAULT_TEST_FILES, LifecycleProbe
+
+        test_files = tuple(self.config.getini("python_files") or DEFAULT_TEST_FILES)
+        raw = PsycopgProbe(hub, taps.note_peak)
+        # order matters: the census names the backends the other probes could not
+        probes: list[Any] = [LifecycleProbe(hub, taps, test_files + ("conftest.py",)), raw]
+        self._closers.append(raw.uninstall)
+        if self._rules_on("connection-leak", "open-transaction"):
+            census = CensusProbe(hub, taps, raw, self.notes.append)
+            probes.append(census)
+            self._closers.append(census.close)
+        hub.probes.extend(probes)
+
+    def close(self) -> None:
+        """Undo what recording installed (psycopg wrappers) and close the plugin's connections."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
 
     def begin_test(self, item: pytest.Item) -> TestState | None:
         """Parse markers and start recording; MarkerError and Django problems fail the test."""
@@ -273,8 +305,12 @@ class DbguardSession:
             yield
 
     # -- judging ----------------------------------------------------------------------------
-    def judge(self, state: TestState, stage: str) -> list[Finding]:
+    def judge(self, state: TestState, stage: str, excinfo: Any = None) -> list[Finding]:
         assert state.recorder is not None
+        if excinfo is not None and stage == "call" and self.hub is not None:
+            from .recording.txstate import describe_raised
+
+            state.recorder.facts["raised"] = describe_raised(self.hub.classifier, excinfo.value)
         record = state.recorder.record()
         state.record = record
         found = evaluate(record, state.context, state.actions, state.allowed, stage=stage)

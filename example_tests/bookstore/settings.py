@@ -40,5 +40,8 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": BASE_DIR / "bookstore.sqlite3",
+            # a file, not the in-memory default: threads (tests/test_lifecycle_examples.py)
+            # need a database they can share and connections Django lets them close
+            "TEST": {"NAME": BASE_DIR / "test_bookstore.sqlite3"},
         }
     }

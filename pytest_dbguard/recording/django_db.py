@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
 from asyncio import _get_running_loop
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -19,9 +21,10 @@ from ..events import (
     PARAM_KEY_MASK,
     PARAM_KEY_SHIFT,
     ConnInfo,
+    QueryRow,
 )
 from .callsite import MARK, THIRD_PARTY, USER, find_user_frame
-from .recorder import Hub
+from .recorder import Hub, TestRecorder
 
 _getframe = sys._getframe
 _get_ident = threading.get_ident
@@ -51,7 +54,9 @@ def _param_digest(sql: str, params: Any) -> int:
         return hash((sql, repr(params)))
 
 
-def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
+def make_tap(hub: Hub, alias: str, vendor: str,
+             error_listeners: list[Callable[[BaseException, Any, QueryRow], None]] | None = None
+             ) -> Any:
     """An execute_wrapper for one Django connection object: the hot path of the whole plugin.
 
     A closure rather than an object with __call__: calling a plain function costs half as much,
@@ -145,10 +150,14 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 flags |= FLAG_FOREIGN_THREAD
                 extra = extra or {}
                 extra["thread"] = threading.current_thread().name
-            rows.append((shape, site, query_context, conn_index, hub.unit, flags, duration,
-                         extra))
+            row = (shape, site, query_context, conn_index, hub.unit, flags, duration, extra)
+            rows.append(row)
             if explain_capture is not None and failure is None and not many:
                 explain_capture(shape, sql, params, context["connection"], site)
+            if failure is not None and error_listeners:
+                # rare path: lifecycle rules follow the exception to where it was caught
+                for listener in error_listeners:
+                    listener(failure, context["connection"], row)
 
     dbguard_tap.dbguard_hub = hub  # type: ignore[attr-defined]
     return dbguard_tap
@@ -166,11 +175,21 @@ def _backend_pid(raw: Any) -> int | None:
 
 
 class DjangoTaps:
-    """Installs taps on existing and future connections, and follows requests as units of work."""
+    """Installs taps on existing and future connections, and follows requests as units of work.
+
+    It also keeps the ledger of connections: every Django connection object it tapped (any
+    thread, any test) in `wrappers`, and per test the ones opened while the test ran in
+    `recorder.connections`, so lifecycle rules can tell which of them were left open.
+    """
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.installed = False
+        self.wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+        # called with (exception, connection, row) when a recorded query fails
+        self.error_listeners: list[Callable[[BaseException, Any, QueryRow], None]] = []
+        # the Django connection objects of the thread running the current test
+        self.test_thread_wrappers: list[Any] = []
 
     def install(self) -> None:
         if self.installed:
@@ -190,14 +209,41 @@ class DjangoTaps:
         self.installed = True
 
     def tap(self, conn: Any) -> Any:
+        self.wrappers.add(conn)
         for wrapper in conn.execute_wrappers:
             if getattr(wrapper, "dbguard_hub", None) is self.hub:
                 return wrapper
-        tap = make_tap(self.hub, conn.alias, conn.vendor)
+        tap = make_tap(self.hub, conn.alias, conn.vendor, self.error_listeners)
         # Outermost position: Django's execute_wrapper() context manager pops the *last* item,
         # so a user wrapper entered before this connection opened still pops itself.
         conn.execute_wrappers.insert(0, tap)
         return tap
+
+    def open_now(self, recorder: TestRecorder) -> list[str]:
+        """Connections open right now that belong to this test, described for a report: the
+        test thread's Django connections and whatever the test opened (any thread, any
+        driver). Connections an earlier test leaked were reported there and do not count."""
+        seen: set[int] = set()
+        described = []
+        for wrapper in self.test_thread_wrappers:
+            if wrapper.connection is not None:
+                seen.add(id(wrapper))
+                described.append(f"{wrapper.alias} ({wrapper.vendor}) of the test thread")
+        for entry in recorder.connections:
+            wrapper = entry.get("wrapper")
+            if (wrapper is not None and id(wrapper) in seen) or entry.get("shared"):
+                continue
+            if not entry["is_closed"]():
+                site = f" at {entry['site']}" if entry.get("site") else ""
+                described.append(f"{entry['alias']} ({entry['vendor']}) opened by thread "
+                                 f"{entry['thread']}{site} during {entry['phase']}")
+        return described
+
+    def note_peak(self, recorder: TestRecorder) -> None:
+        described = self.open_now(recorder)
+        if len(described) > recorder.peak_connections:
+            recorder.peak_connections = len(described)
+            recorder.facts["peak_connections"] = sorted(described)
 
     def _on_connection_created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
         self.tap(connection)
@@ -217,19 +263,33 @@ class DjangoTaps:
             current = wrapper.connection
             return current is None or (raw_ref is not None and current is not raw_ref())
 
-        site_i, _ = find_user_frame(self.hub.classifier, sys._getframe(1))
+        frame = sys._getframe(1)
+        site_i, _ = find_user_frame(self.hub.classifier, frame)
+        thread = threading.current_thread()
         recorder.vendors.add(connection.vendor)
         recorder.connections.append({
+            "kind": "django",
             "alias": connection.alias,
             "vendor": connection.vendor,
-            "thread": threading.current_thread().name,
+            "thread": thread.name,
+            "thread_ident": thread.ident,
+            "thread_ref": weakref.ref(thread),
             "phase": recorder.current_phase,
+            # opened by a session/module/class fixture: shared, never one test's leak
+            "shared": self.hub.rows is self.hub.shared_rows,
             "pid": _backend_pid(raw),
             "site": self.hub.catalog.sites[site_i] if site_i != NO_SITE else None,
+            "via": _opened_via(frame),
+            # Django ignores close() on an in-memory SQLite database (closing would destroy
+            # it), so whether such a connection was left open says nothing
+            "closable": not _in_memory(connection),
             "is_closed": is_closed,
+            # A connection of a thread that exits without closing it lives on in a reference
+            # cycle until the garbage collector runs: holding it until the test is judged
+            # makes "still open after teardown" deterministic. The lifecycle probe lets go.
+            "wrapper": connection,
         })
-        open_now = sum(1 for c in recorder.connections if not c["is_closed"]())
-        recorder.peak_connections = max(recorder.peak_connections, open_now)
+        self.note_peak(recorder)
 
     def _on_request_started(self, sender: Any, environ: Any = None, scope: Any = None,
                             **kwargs: Any) -> None:
@@ -243,6 +303,25 @@ class DjangoTaps:
 
     def _on_request_finished(self, sender: Any, **kwargs: Any) -> None:
         self.hub.end_unit()
+
+
+def _in_memory(connection: Any) -> bool:
+    check = getattr(connection, "is_in_memory_db", None)
+    try:
+        return bool(check()) if check is not None else False
+    except Exception:
+        return False
+
+
+def _opened_via(frame: Any) -> str | None:
+    """'sync_to_async' when asgiref's executor thread runs the code that connected."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "thread_handler" and code.co_filename.endswith(
+                os.path.join("asgiref", "sync.py")):
+            return "sync_to_async"
+        frame = frame.f_back
+    return None
 
 
 def _weakrefable(obj: Any) -> bool:

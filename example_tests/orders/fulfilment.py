@@ -1,0 +1,55 @@
+"""Order fulfilment of the example bookstore: stock reservations, exports and imports.
+
+Each function carries one database lifecycle mistake the lifecycle rules catch (see
+tests/test_lifecycle_examples.py); the comment on each says what goes wrong in production.
+"""
+
+import threading
+
+from django.db import IntegrityError, transaction
+
+from .models import Customer, Order, StockItem
+
+
+def register_customer(email: str, name: str) -> Customer | None:
+    """Create a customer, or return None when the email is taken.
+
+    The IntegrityError is caught without a savepoint: inside a request's transaction
+    (ATOMIC_REQUESTS, or any caller's atomic block) every later query then fails.
+    """
+    try:
+        return Customer.objects.create(email=email, name=name)
+    except IntegrityError:
+        return None
+
+
+def export_orders_in_background(done: threading.Event) -> threading.Thread:
+    """Count open orders in a worker thread for a nightly export.
+
+    The thread never closes its connection: each export leaves one more server connection
+    behind until the garbage collector happens to run.
+    """
+
+    def export() -> None:
+        Order.objects.filter(status="open").count()
+        done.set()
+
+    worker = threading.Thread(target=export, name="order-export")
+    worker.start()
+    return worker
+
+
+def restock(counts: dict[int, int]) -> None:
+    """Bulk restock in one transaction, managed by hand.
+
+    Autocommit is switched off and never switched back on: the connection stays inside a
+    transaction, holding its row locks, after the function returns.
+    """
+    transaction.set_autocommit(False)
+    for book_id, on_hand in counts.items():
+        StockItem.objects.filter(book_id=book_id).update(on_hand=on_hand)
+
+
+def stock_report() -> dict[str, int]:
+    """A sync helper that async views call directly (it should go through sync_to_async)."""
+    return {item.book.title: item.on_hand for item in StockItem.objects.select_related("book")}

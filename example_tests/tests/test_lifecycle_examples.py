@@ -1,0 +1,69 @@
+"""Lifecycle examples: each test shows one rule firing on a realistic mistake in orders.fulfilment.
+
+Run `pytest --dbguard example_tests`: these tests pass without dbguard, which is the point: the
+bugs only show up in production (exhausted connections, locks held, broken requests).
+"""
+
+import os
+import threading
+
+import pytest
+
+from orders.fulfilment import (
+    export_orders_in_background,
+    register_customer,
+    restock,
+    stock_report,
+)
+from orders.models import Customer
+
+
+@pytest.mark.django_db
+def test_register_customer_twice():
+    # Shows `swallowed-db-error`: the duplicate email's IntegrityError is caught inside the
+    # test's transaction without a savepoint, so that transaction can no longer be used.
+    assert register_customer("reader@example.com", "Avid Reader") is not None
+    assert register_customer("reader@example.com", "Someone Else") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nightly_export():
+    # Shows `connection-leak`: the export thread exits without closing its connection.
+    done = threading.Event()
+    export_orders_in_background(done).join()
+    assert done.is_set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_stock_report_from_async_code(catalog):
+    # Shows `async-orm`: sync ORM code called from async code. Django raises
+    # SynchronousOnlyOperation here; dbguard adds where and how to fix it.
+    assert stock_report()["The Dispossessed"] == 10
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL"), reason="psycopg-pool needs PostgreSQL: "
+                    "set DATABASE_URL to run this example")
+@pytest.mark.django_db
+def test_reporting_pool_too_small():
+    # Shows `pool-exhausted`: a reporting job takes a pool connection per customer and never
+    # gives the first one back before asking for the next.
+    from django.db import connection
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    Customer.objects.create(email="a@example.com", name="A")
+    with ConnectionPool(f"{base}/{connection.settings_dict['NAME']}", min_size=1, max_size=1,
+                        name="reporting", timeout=0.2) as pool:
+        first = pool.getconn()
+        with pytest.raises(PoolTimeout):
+            pool.getconn()
+        pool.putconn(first)
+
+
+# Last on purpose: the transaction it leaves open also swallows the database flush that
+# pytest-django runs after it, so the next transactional test would start with its rows.
+@pytest.mark.django_db(transaction=True)
+def test_restock(catalog):
+    # Shows `open-transaction`: restock() turns autocommit off and never turns it back on.
+    restock({catalog[0].pk: 25})

@@ -1,0 +1,153 @@
+"""PostgreSQL census: backends of the test database a test left connected, seen by the server.
+
+Runs on the plugin's own connection (to the `postgres` maintenance database, read-only, never one
+of the test's connections, so nothing lands in the test's queries), once per test after teardown:
+it lists backends of the test database(s) that started during the test and are still there. This
+catches connections opened by drivers dbguard does not hook. It only reads `pg_stat_activity`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .django_db import DjangoTaps
+from .psycopg import PsycopgProbe, backend_pid
+from .recorder import Hub, TestRecorder
+
+APPLICATION_NAME = "pytest-dbguard census"
+# A backend whose client just disconnected takes a moment to leave pg_stat_activity.
+SETTLE_S = 0.5
+_POLL_S = 0.01
+_SQL = """
+SELECT pid, datname, state, application_name, backend_start
+FROM pg_stat_activity
+WHERE datname = ANY(%s) AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND backend_start >= to_timestamp(%s)
+ORDER BY backend_start, pid
+"""
+
+
+class CensusProbe:
+    """Counts the test database's backends on PostgreSQL after each test; a no-op elsewhere."""
+
+    name = "census"
+
+    def __init__(self, hub: Hub, taps: DjangoTaps, raw: PsycopgProbe,
+                 note: Callable[[str], None]) -> None:
+        self.hub = hub
+        self.taps = taps
+        self.raw = raw
+        self.note = note
+        self._conn: Any = None
+        self._offset = 0.0
+        self._failed = False
+        self._since = 0.0
+        self._databases: set[str] = set()
+
+    def start_test(self, recorder: TestRecorder) -> None:
+        self._since = time.time()
+        self._databases = set()
+
+    def end_phase(self, recorder: TestRecorder, phase: str) -> None:
+        settings = _postgres_settings()
+        self._databases.update(s["NAME"] for s in settings if s.get("NAME"))
+        if phase != "teardown" or not settings or self._failed:
+            return
+        conn = self._connection(settings[0])
+        if conn is None:
+            return
+        known = self._known_pids(recorder)
+        databases = sorted(self._databases)
+        since = self._since + self._offset
+        try:
+            rows = conn.execute(_SQL, (databases, since)).fetchall()
+            deadline = time.monotonic() + SETTLE_S
+            while any(row[0] not in known for row in rows) and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+                rows = conn.execute(_SQL, (databases, since)).fetchall()
+        except Exception as exc:
+            self._give_up(f"the PostgreSQL census query failed ({type(exc).__name__}: {exc})")
+            return
+        recorder.facts[self.name] = {
+            "backends": [
+                {"pid": pid, "database": datname, "state": state or "unknown",
+                 "application_name": app or "", "known": pid in known}
+                for pid, datname, state, app, _ in rows
+            ],
+        }
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _known_pids(self, recorder: TestRecorder) -> set[int]:
+        """Backends dbguard can name: Django's connections, raw psycopg, psycopg-pool's."""
+        known = {c["pid"] for c in recorder.connections if c.get("pid")}
+        for wrapper in list(self.taps.wrappers):
+            raw = wrapper.connection
+            pid = backend_pid(raw) if raw is not None else None
+            if pid:
+                known.add(pid)
+        for conn in list(self.raw.raw):
+            pid = backend_pid(conn) if not conn.closed else None
+            if pid:
+                known.add(pid)
+        known.update(self.raw.pool_pids)
+        return known
+
+    def _connection(self, settings: dict[str, Any]) -> Any:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            import psycopg
+            from psycopg import pq
+        except ImportError:
+            self._give_up("the PostgreSQL census needs psycopg 3 (pip install "
+                          "'pytest-dbguard[postgres]'); connection leaks are found through "
+                          "the hooked drivers only")
+            return None
+        keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+        params: dict[str, Any] = {
+            key: value for key, value in (settings.get("OPTIONS") or {}).items()
+            if key in keywords and key not in ("dbname", "options", "application_name")
+        }
+        for key, setting in (("user", "USER"), ("password", "PASSWORD"), ("host", "HOST"),
+                             ("port", "PORT")):
+            if settings.get(setting):
+                params[key] = str(settings[setting])
+        try:
+            conn = psycopg.connect(
+                dbname="postgres", application_name=APPLICATION_NAME, autocommit=True,
+                connect_timeout=10,
+                options="-c default_transaction_read_only=on -c statement_timeout=5000",
+                **params,
+            )
+            before = time.time()
+            row = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+            after = time.time()
+        except Exception as exc:
+            # psycopg's messages name host, port and user, never the password
+            self._give_up(f"could not open the PostgreSQL census connection "
+                          f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]})")
+            return None
+        self._offset = float(row[0]) - (before + after) / 2 if row else 0.0
+        self._conn = conn
+        return conn
+
+    def _give_up(self, why: str) -> None:
+        self._failed = True
+        self.close()
+        self.note(f"dbguard: {why}; the census of leftover backends is off for this run.")
+
+
+def _postgres_settings() -> list[dict[str, Any]]:
+    """Settings of the PostgreSQL aliases (pytest-django renames NAME to the test database)."""
+    from django.conf import settings
+
+    return [db for db in settings.DATABASES.values()
+            if "postgresql" in db.get("ENGINE", "") or "postgis" in db.get("ENGINE", "")]

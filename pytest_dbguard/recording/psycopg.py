@@ -1,0 +1,455 @@
+"""Raw psycopg 3 connections and psycopg-pool checkouts made by code under test.
+
+psycopg has no public hook that announces new connections, so while a session records, the public
+entry points are wrapped: `psycopg.connect` / `Connection.connect` / `AsyncConnection.connect`
+and the pools' constructor, `open`, `getconn` and `putconn`. `uninstall()` puts the originals back.
+Connections opened by Django (tracked through its own signal), by psycopg-pool's workers (the
+pool is tracked instead) and by the plugin itself (the census) are left alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ..events import NO_SITE, CallSite
+from .callsite import find_user_frame
+from .recorder import Hub, TestRecorder
+
+_PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+# libpq transaction status codes (psycopg.pq.TransactionStatus; psycopg2 uses the same numbers)
+DRIVER_STATUS = {0: "idle", 1: "active", 2: "in transaction", 3: "in error", 4: "unknown"}
+
+# SQLSTATE 53300 too_many_connections. libpq reports a refused connection as a message without a
+# SQLSTATE, so the server's (English) wording is matched too.
+TOO_MANY_CONNECTIONS = "53300"
+_TOO_MANY_TEXTS = ("too many clients already", "too many connections for",
+                   "remaining connection slots are reserved")
+
+
+def _module_dir(name: str) -> str | None:
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
+
+
+def driver_status(raw: Any) -> str | None:
+    """The driver's view of the transaction: idle / in transaction / in error, or None."""
+    info = getattr(raw, "info", None)
+    status = getattr(info, "transaction_status", None)
+    if status is None and hasattr(raw, "get_transaction_status"):  # psycopg2
+        try:
+            status = raw.get_transaction_status()
+        except Exception:
+            return None
+    if status is not None:
+        return DRIVER_STATUS.get(int(status), "unknown")
+    in_transaction = getattr(raw, "in_transaction", None)  # sqlite3
+    if isinstance(in_transaction, bool):
+        return "in transaction" if in_transaction else "idle"
+    return None
+
+
+def backend_pid(raw: Any) -> int | None:
+    info = getattr(raw, "info", None)
+    try:
+        pid = getattr(info, "backend_pid", None)
+    except Exception:  # a closed psycopg connection
+        return None
+    return int(pid) if pid else None
+
+
+def is_connection_refused(exc: BaseException) -> bool:
+    if getattr(exc, "sqlstate", None) == TOO_MANY_CONNECTIONS:
+        return True
+    text = str(exc)
+    return any(part in text for part in _TOO_MANY_TEXTS)
+
+
+class PsycopgProbe:
+    """Follows raw psycopg connections, pools and pool checkouts of each recorded test."""
+
+    name = "psycopg"
+
+    def __init__(self, hub: Hub, on_open: Callable[[TestRecorder], None]) -> None:
+        self.hub = hub
+        self.on_open = on_open
+        self.installed_connect = False
+        self.installed_pool = False
+        self._originals: list[tuple[Any, str, Any]] = []
+        # every raw connection seen this session (for the count of open connections)
+        self.raw: weakref.WeakSet[Any] = weakref.WeakSet()
+        # backend pids of connections psycopg-pool opened: the census knows whose they are
+        self.pool_pids: set[int] = set()
+        self._test: dict[str, list[dict[str, Any]]] = {}
+        self._skip_dirs: tuple[str, ...] = (_PLUGIN_DIR,)
+
+    # -- installation ----------------------------------------------------------------------
+    def ensure_installed(self) -> None:
+        """Wrap psycopg once the project uses it (it may import psycopg later on).
+
+        psycopg-pool is imported here as soon as psycopg is in use, so a test that imports
+        the pool inside its body is followed from its first checkout.
+        """
+        if "psycopg" not in sys.modules:
+            return
+        if not self.installed_connect:
+            self._install_connect(sys.modules["psycopg"])
+        if not self.installed_pool:
+            if "psycopg_pool" not in sys.modules and importlib.util.find_spec(
+                    "psycopg_pool") is not None:
+                importlib.import_module("psycopg_pool")
+            if "psycopg_pool" in sys.modules:
+                self._install_pool(sys.modules["psycopg_pool"])
+
+    def uninstall(self) -> None:
+        for owner, attr, original in reversed(self._originals):
+            setattr(owner, attr, original)
+        self._originals.clear()
+        self.installed_connect = self.installed_pool = False
+
+    def _replace(self, owner: Any, attr: str, value: Any) -> None:
+        self._originals.append((owner, attr, owner.__dict__[attr]))
+        setattr(owner, attr, value)
+
+    def _install_connect(self, psycopg: Any) -> None:
+        probe = self
+        self._refresh_dirs()
+        sync_connect = psycopg.Connection.__dict__["connect"].__func__
+        async_connect = psycopg.AsyncConnection.__dict__["connect"].__func__
+
+        def connect(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            caller = sys._getframe(1)
+            try:
+                conn = sync_connect(cls, *args, **kwargs)
+            except Exception as exc:
+                probe._connect_failed(exc, caller)
+                raise
+            probe._connected(conn, caller, "psycopg")
+            return conn
+
+        async def aconnect(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            caller = sys._getframe(1)
+            try:
+                conn = await async_connect(cls, *args, **kwargs)
+            except Exception as exc:
+                probe._connect_failed(exc, caller)
+                raise
+            probe._connected(conn, caller, "psycopg async")
+            return conn
+
+        connect.__doc__ = sync_connect.__doc__
+        aconnect.__doc__ = async_connect.__doc__
+        self._replace(psycopg.Connection, "connect", classmethod(connect))
+        self._replace(psycopg.AsyncConnection, "connect", classmethod(aconnect))
+        # `psycopg.connect` is an alias bound at import time: it needs its own replacement
+        self._replace(psycopg, "connect", psycopg.Connection.connect)
+        self.installed_connect = True
+
+    def _install_pool(self, psycopg_pool: Any) -> None:
+        probe = self
+        self._refresh_dirs()
+        pool_timeout = psycopg_pool.PoolTimeout
+        for cls, is_async in ((psycopg_pool.ConnectionPool, False),
+                              (getattr(psycopg_pool, "AsyncConnectionPool", None), True)):
+            if cls is None:
+                continue
+            getconn, putconn = cls.__dict__["getconn"], cls.__dict__["putconn"]
+            open_ = cls.__dict__["open"]
+            # the constructor opens the pool itself (open=True, or by default)
+            self._replace(cls, "__init__", _init(probe, cls.__dict__["__init__"]))
+            if is_async:
+                self._replace(cls, "getconn", _async_getconn(probe, getconn, pool_timeout))
+                self._replace(cls, "putconn", _async_putconn(probe, putconn))
+                self._replace(cls, "open", _async_open(probe, open_))
+            else:
+                self._replace(cls, "getconn", _sync_getconn(probe, getconn, pool_timeout))
+                self._replace(cls, "putconn", _sync_putconn(probe, putconn))
+                self._replace(cls, "open", _sync_open(probe, open_))
+        self.installed_pool = True
+
+    def _refresh_dirs(self) -> None:
+        dirs = [_PLUGIN_DIR]
+        for name in ("django", "psycopg_pool"):
+            found = _module_dir(name)
+            if found:
+                dirs.append(found)
+        self._skip_dirs = tuple(dirs)
+
+    # -- events ------------------------------------------------------------------------------
+    def _owner(self, frame: Any, through_pool: bool = False) -> str | None:
+        """Who called psycopg: 'django', 'psycopg_pool', 'plugin', or None for the project.
+
+        With `through_pool`, psycopg-pool's own frames are walked past (pool.connection()
+        calls getconn), so the answer is who used the pool.
+        """
+        passthrough = tuple(d for d in (_module_dir("psycopg"),
+                                        _module_dir("psycopg_pool") if through_pool else None)
+                            if d)
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if not filename.startswith(passthrough):
+                if filename.startswith(self._skip_dirs):
+                    if filename.startswith(_PLUGIN_DIR):
+                        return "plugin"
+                    return "psycopg_pool" if "psycopg_pool" in filename else "django"
+                return None
+            frame = frame.f_back
+        return None
+
+    def _call_site(self, frame: Any) -> CallSite | None:
+        site_i, _ = find_user_frame(self.hub.classifier, frame)
+        return self.hub.catalog.sites[site_i] if site_i != NO_SITE else None
+
+    def _site(self, frame: Any) -> str | None:
+        site = self._call_site(frame)
+        return str(site) if site is not None else None
+
+    def _recording(self) -> tuple[TestRecorder, str] | None:
+        recorder = self.hub.recorder
+        if recorder is None or recorder.current_phase is None:
+            return None
+        return recorder, recorder.current_phase
+
+    def _connected(self, conn: Any, caller: Any, kind: str) -> None:
+        owner = self._owner(caller)
+        if owner == "psycopg_pool":
+            pid = backend_pid(conn)
+            if pid:
+                self.pool_pids.add(pid)
+            return
+        if owner is not None:
+            return
+        self.raw.add(conn)
+        active = self._recording()
+        if active is None:
+            return
+        recorder, phase = active
+        thread = threading.current_thread()
+        ref = weakref.ref(conn)
+        call_site = self._call_site(caller)
+        site = str(call_site) if call_site is not None else None
+        pid = backend_pid(conn)
+        entry = {
+            "kind": kind, "thread": thread.name, "phase": phase, "pid": pid, "site": site,
+            "ref": ref, "shared": self.hub.rows is self.hub.shared_rows,
+        }
+        self._test.setdefault("connections", []).append(entry)
+        recorder.vendors.add("postgresql")
+        recorder.connections.append({
+            "kind": kind, "alias": "(psycopg)", "vendor": "postgresql", "thread": thread.name,
+            "phase": phase, "pid": pid, "site": call_site, "shared": entry["shared"],
+            "is_closed": lambda: _raw_closed(ref),
+        })
+        self.on_open(recorder)
+
+    def _connect_failed(self, exc: BaseException, caller: Any) -> None:
+        if not is_connection_refused(exc) or self._owner(caller) == "plugin":
+            return
+        active = self._recording()
+        if active is None:
+            return
+        recorder, phase = active
+        self._test.setdefault("refused", []).append({
+            "phase": phase, "site": self._site(caller), "thread": threading.current_thread().name,
+            "sqlstate": getattr(exc, "sqlstate", None) or TOO_MANY_CONNECTIONS,
+            "message": _first_line(exc),
+        })
+
+    def pool_opened(self, pool: Any, caller: Any) -> None:
+        if self._owner(caller, through_pool=True) is not None:
+            return
+        active = self._recording()
+        if active is None or self.hub.rows is self.hub.shared_rows:
+            return
+        _, phase = active
+        self._test.setdefault("pools", []).append({
+            "name": getattr(pool, "name", "?"), "phase": phase, "site": self._site(caller),
+            "ref": weakref.ref(pool), "max_size": getattr(pool, "max_size", None),
+        })
+
+    def checked_out(self, pool: Any, conn: Any, caller: Any) -> None:
+        if self._owner(caller, through_pool=True) is not None:
+            return
+        active = self._recording()
+        if active is None:
+            return
+        _, phase = active
+        self._test.setdefault("checkouts", []).append({
+            "pool": getattr(pool, "name", "?"), "pool_ref": weakref.ref(pool),
+            "conn_id": id(conn), "conn_ref": weakref.ref(conn), "phase": phase,
+            "site": self._site(caller), "thread": threading.current_thread().name,
+            "pid": backend_pid(conn), "returned": False,
+            "shared": self.hub.rows is self.hub.shared_rows,
+        })
+
+    def returned(self, pool: Any, conn: Any) -> None:
+        for checkout in self._test.get("checkouts", ()):
+            if (not checkout["returned"] and checkout["conn_id"] == id(conn)
+                    and checkout["pool_ref"]() is pool):
+                checkout["returned"] = True
+                return
+
+    def timed_out(self, pool: Any, caller: Any, timeout: Any) -> None:
+        active = self._recording()
+        if active is None:
+            return
+        _, phase = active
+        out = [c["site"] or "?" for c in self._test.get("checkouts", ())
+               if not c["returned"] and c["pool_ref"]() is pool]
+        self._test.setdefault("timeouts", []).append({
+            "pool": getattr(pool, "name", "?"), "max_size": getattr(pool, "max_size", None),
+            "timeout": timeout if timeout is not None else getattr(pool, "timeout", None),
+            "site": self._site(caller), "phase": phase,
+            "thread": threading.current_thread().name, "checked_out_here": out,
+        })
+
+    # -- probe protocol ----------------------------------------------------------------------
+    def start_test(self, recorder: TestRecorder) -> None:
+        self.ensure_installed()
+        self._test = {}
+
+    def end_phase(self, recorder: TestRecorder, phase: str) -> None:
+        # pool-exhausted is judged with the call phase: its events are facts from then on
+        recorder.facts[self.name] = {
+            "timeouts": list(self._test.get("timeouts", ())),
+            "refused": list(self._test.get("refused", ())),
+        }
+        if phase != "teardown":
+            return
+        self.ensure_installed()
+        test, self._test = self._test, {}
+        connections = []
+        for entry in test.get("connections", ()):
+            if entry["shared"]:
+                continue
+            conn = entry["ref"]()
+            is_open = conn is not None and not conn.closed
+            connections.append({
+                "kind": entry["kind"], "thread": entry["thread"], "phase": entry["phase"],
+                "pid": entry["pid"], "site": entry["site"], "open": is_open,
+                "driver": driver_status(conn) if is_open else None,
+            })
+        checkouts = []
+        for checkout in test.get("checkouts", ()):
+            if checkout["shared"]:
+                continue
+            conn = checkout["conn_ref"]()
+            checkouts.append({
+                key: checkout[key] for key in ("pool", "phase", "site", "thread", "pid",
+                                               "returned")
+            } | {"open": conn is not None and not conn.closed})
+        pools = []
+        for pool_entry in test.get("pools", ()):
+            pool = pool_entry["ref"]()
+            pools.append({
+                "name": pool_entry["name"], "phase": pool_entry["phase"],
+                "site": pool_entry["site"], "max_size": pool_entry["max_size"],
+                "open": pool is not None and not pool.closed,
+            })
+        recorder.facts[self.name] = {
+            "connections": connections,
+            "checkouts": checkouts,
+            "pools": pools,
+            "timeouts": test.get("timeouts", []),
+            "refused": test.get("refused", []),
+        }
+
+
+def _raw_closed(ref: weakref.ref[Any]) -> bool:
+    conn = ref()
+    return conn is None or bool(conn.closed)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# The pool wrappers are module functions so each closes over exactly what it needs.
+
+def _sync_getconn(probe: PsycopgProbe, original: Any, pool_timeout: type[BaseException]) -> Any:
+    def getconn(self: Any, timeout: float | None = None) -> Any:
+        caller = sys._getframe(1)
+        try:
+            conn = original(self, timeout)
+        except pool_timeout:
+            probe.timed_out(self, caller, timeout)
+            raise
+        probe.checked_out(self, conn, caller)
+        return conn
+
+    getconn.__doc__ = original.__doc__
+    return getconn
+
+
+def _sync_putconn(probe: PsycopgProbe, original: Any) -> Any:
+    def putconn(self: Any, conn: Any) -> None:
+        probe.returned(self, conn)
+        original(self, conn)
+
+    putconn.__doc__ = original.__doc__
+    return putconn
+
+
+def _sync_open(probe: PsycopgProbe, original: Any) -> Any:
+    def open(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - the pool's API
+        was_closed = self.closed
+        original(self, *args, **kwargs)
+        if was_closed:
+            probe.pool_opened(self, sys._getframe(1))
+
+    open.__doc__ = original.__doc__
+    return open
+
+
+def _init(probe: PsycopgProbe, original: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if not self.closed:
+            probe.pool_opened(self, sys._getframe(1))
+
+    __init__.__doc__ = original.__doc__
+    return __init__
+
+
+def _async_getconn(probe: PsycopgProbe, original: Any, pool_timeout: type[BaseException]) -> Any:
+    async def getconn(self: Any, timeout: float | None = None) -> Any:
+        caller = sys._getframe(1)
+        try:
+            conn = await original(self, timeout)
+        except pool_timeout:
+            probe.timed_out(self, caller, timeout)
+            raise
+        probe.checked_out(self, conn, caller)
+        return conn
+
+    getconn.__doc__ = original.__doc__
+    return getconn
+
+
+def _async_putconn(probe: PsycopgProbe, original: Any) -> Any:
+    async def putconn(self: Any, conn: Any) -> None:
+        probe.returned(self, conn)
+        await original(self, conn)
+
+    putconn.__doc__ = original.__doc__
+    return putconn
+
+
+def _async_open(probe: PsycopgProbe, original: Any) -> Any:
+    async def open(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - the pool's API
+        was_closed = self.closed
+        await original(self, *args, **kwargs)
+        if was_closed:
+            probe.pool_opened(self, sys._getframe(1))
+
+    open.__doc__ = original.__doc__
+    return open

@@ -1,0 +1,281 @@
+"""Transaction and connection state at the end of each phase, and where database errors were caught.
+
+Reads public state only (`in_atomic_block`, `atomic_blocks`, `needs_rollback`, `autocommit`, the
+driver's transaction status); it never runs SQL and never opens a connection.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from ..events import NO_SITE, QueryRow
+from .callsite import THIRD_PARTY, USER, FrameClassifier
+from .django_db import DjangoTaps
+from .fingerprint import short_sql
+from .psycopg import backend_pid, driver_status
+from .recorder import Hub, TestRecorder
+
+# How long a connection of a still-running thread may take to close after teardown. Django's
+# live server closes a request's connection after the response went out, so the test can get
+# there first; everything else waits for nothing.
+SETTLE_S = 0.5
+_POLL_S = 0.005
+# Whether a caught exception was caught by the test's own code: pytest's default python_files.
+DEFAULT_TEST_FILES = ("test_*.py", "*_test.py", "conftest.py")
+
+
+def connection_state(wrapper: Any) -> dict[str, Any]:
+    """What one Django connection object says about its transaction, read without SQL."""
+    raw = wrapper.connection
+    blocks = getattr(wrapper, "atomic_blocks", None)
+    depth = len(blocks) if blocks is not None else (
+        len(wrapper.savepoint_ids) + 1 if wrapper.in_atomic_block else 0)
+    return {
+        "alias": wrapper.alias,
+        "vendor": wrapper.vendor,
+        "open": raw is not None,
+        "depth": depth,
+        "needs_rollback": bool(wrapper.needs_rollback),
+        "autocommit": bool(wrapper.autocommit),
+        "driver": driver_status(raw) if raw is not None else None,
+        "pid": backend_pid(raw) if raw is not None else None,
+    }
+
+
+def describe_state(state: dict[str, Any]) -> str:
+    """idle / idle in transaction / idle in transaction (aborted), as PostgreSQL names them."""
+    driver = state.get("driver")
+    if driver == "in error":
+        return "idle in transaction (aborted)"
+    if driver == "in transaction" or state.get("depth") or not state.get("autocommit", True):
+        return "idle in transaction"
+    return "idle"
+
+
+class CaughtError:
+    """A failed query's exception, kept until the test is judged to see who caught it."""
+
+    __slots__ = ("exc", "alias", "thread_ident", "thread", "phase", "row")
+
+    def __init__(self, exc: BaseException, alias: str, thread: threading.Thread, phase: str,
+                 row: QueryRow) -> None:
+        self.exc = exc
+        self.alias = alias
+        self.thread_ident = thread.ident
+        self.thread = thread.name
+        self.phase = phase
+        self.row = row
+
+
+class LifecycleProbe:
+    """Transaction state per phase, Django connections left open, and swallowed errors."""
+
+    name = "lifecycle"
+
+    def __init__(self, hub: Hub, taps: DjangoTaps,
+                 test_file_patterns: Iterable[str] = DEFAULT_TEST_FILES) -> None:
+        self.hub = hub
+        self.taps = taps
+        self.test_file_patterns = tuple(test_file_patterns)
+        self.test_ident: int | None = None
+        self.errors: list[CaughtError] = []
+        taps.error_listeners.append(self.note_error)
+
+    # -- probe protocol ----------------------------------------------------------------------
+    def start_test(self, recorder: TestRecorder) -> None:
+        self.test_ident = threading.get_ident()
+        self.errors = []
+        from django.db import connections
+
+        self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
+        self.taps.note_peak(recorder)
+        recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
+                                     "test_ident": self.test_ident}
+
+    def end_phase(self, recorder: TestRecorder, phase: str) -> None:
+        facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
+                                                      "connections": []})
+        facts["txstate"][phase] = self._test_thread_states()
+        if phase == "call":
+            facts["errors"] = self._caught_errors()
+            facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
+        if phase == "teardown":
+            facts["connections"] = self._other_thread_connections(recorder)
+            # the exceptions (and the frames their tracebacks hold) are no longer needed
+            self.errors = []
+
+    # -- errors --------------------------------------------------------------------------------
+    def note_error(self, exc: BaseException, wrapper: Any, row: QueryRow) -> None:
+        recorder = self.hub.recorder
+        if recorder is None or recorder.current_phase != "call":
+            return
+        self.errors.append(CaughtError(exc, wrapper.alias, threading.current_thread(),
+                                       recorder.current_phase, row))
+
+    def _caught_errors(self) -> list[dict[str, Any]]:
+        catalog = self.hub.catalog
+        out = []
+        for error in self.errors:
+            exc = error.exc
+            shape_i, site_i, _, _, _, _, _, extra = error.row
+            shape = catalog.shapes[shape_i]
+            caught_in, caught_at, caught_by = self._catcher(exc.__traceback__)
+            out.append({
+                "exc_id": id(exc),
+                "type": type(exc).__name__,
+                "message": _first_line(exc),
+                "sqlstate": (extra or {}).get("sqlstate"),
+                "sql": short_sql(shape.fingerprint),
+                "site": str(catalog.sites[site_i]) if site_i != NO_SITE else None,
+                "alias": error.alias,
+                "thread_ident": error.thread_ident,
+                "thread": error.thread,
+                "caught_in": caught_in,
+                "caught_at": caught_at,
+                "caught_by": caught_by,
+            })
+        return out
+
+    def _catcher(self, tb: TracebackType | None) -> tuple[str, str | None, str]:
+        """Where an exception stopped: the outermost frame its traceback reached.
+
+        "test" when that is the test's own code (pytest.raises, try/except in a test or
+        fixture), "code" when the project or a library caught it, "internal" for Django,
+        pytest and the plugin (including an exception still on its way out of the test).
+        """
+        if tb is None:
+            return "?", None, "internal"
+        frame, line = tb.tb_frame, tb.tb_lineno
+        classifier = self.hub.classifier
+        kind = classifier.kinds.get(id(frame.f_code))
+        if kind is None:
+            kind = classifier.classify(frame.f_code)
+        path = classifier.display_path(frame.f_code.co_filename)
+        if kind == USER:
+            by = "test" if self._is_test_file(frame.f_code.co_filename) else "code"
+        else:
+            by = "code" if kind == THIRD_PARTY else "internal"
+        return frame.f_code.co_name, f"{path}:{line}", by
+
+    def _is_test_file(self, filename: str) -> bool:
+        base = os.path.basename(filename)
+        return any(fnmatch.fnmatch(base, pattern) for pattern in self.test_file_patterns)
+
+    # -- connections ---------------------------------------------------------------------------
+    def _test_thread_states(self) -> list[dict[str, Any]]:
+        from django.db import connections
+
+        return [connection_state(conn) for conn in connections.all(initialized_only=True)]
+
+    def _other_thread_connections(self, recorder: TestRecorder) -> list[dict[str, Any]]:
+        """Django connections other threads opened during the test, as they are after teardown."""
+        tracked = [c for c in recorder.connections
+                   if c.get("kind") == "django" and c.get("wrapper") is not None]
+        candidates = [c for c in tracked
+                      if c["thread_ident"] != self.test_ident and not c["shared"]
+                      and c["closable"]]
+        _settle(candidates)
+        out = []
+        for entry in candidates:
+            wrapper = entry["wrapper"]
+            thread = entry["thread_ref"]()
+            closed = entry["is_closed"]()
+            state = connection_state(wrapper) if not closed else None
+            site = entry["site"]
+            out.append({
+                "alias": entry["alias"], "vendor": entry["vendor"], "thread": entry["thread"],
+                "thread_alive": thread is not None and thread.is_alive(),
+                "phase": entry["phase"], "pid": entry["pid"],
+                "site": str(site) if site is not None else None, "via": entry["via"],
+                "open": not closed, "state": state,
+            })
+        for entry in tracked:
+            # freeze what the report says, then let the connection objects go
+            closed_at_end = entry["is_closed"]()
+            entry["is_closed"] = _constant(closed_at_end)
+            thread = entry["thread_ref"]()
+            if not closed_at_end and (thread is None or not thread.is_alive()):
+                _close_orphan(entry["wrapper"])
+            entry["wrapper"] = None
+        return out
+
+
+def _settle(candidates: list[dict[str, Any]]) -> None:
+    """Give running threads a moment to close connections they are about to close."""
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        waiting = False
+        for entry in candidates:
+            thread = entry["thread_ref"]()
+            if thread is not None and thread.is_alive() and not entry["is_closed"]():
+                waiting = True
+        if not waiting:
+            return
+        time.sleep(_POLL_S)
+
+
+def _close_orphan(wrapper: Any) -> None:
+    """Close a connection whose thread is gone: reported once, it must not haunt later tests.
+
+    Nobody can reach it any more (it lived in the dead thread's local storage); left alone it
+    would stay connected until the garbage collector finds it, holding its server backend
+    (and its locks, when it was left in a transaction).
+    """
+    try:
+        wrapper.inc_thread_sharing()
+        try:
+            wrapper.close()
+        finally:
+            wrapper.dec_thread_sharing()
+    except Exception:
+        pass  # best effort: the finding is what matters
+
+
+def _constant(value: bool) -> Callable[[], bool]:
+    return lambda: value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in seen):
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def describe_raised(classifier: FrameClassifier, exc: BaseException) -> dict[str, Any]:
+    """Plain facts about the exception a phase ended with, for the lifecycle rules."""
+    chain = exception_chain(exc)
+    facts: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "exc_ids": [id(e) for e in chain],
+    }
+    sync_only = next((e for e in chain if type(e).__name__ == "SynchronousOnlyOperation"), None)
+    if sync_only is not None:
+        facts["sync_only_site"] = innermost_user_site(classifier, sync_only.__traceback__)
+    return facts
+
+
+def innermost_user_site(classifier: FrameClassifier, tb: TracebackType | None) -> str | None:
+    """The deepest frame of the project's own code in a traceback: the line that called in."""
+    site = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        kind = classifier.kinds.get(id(code))
+        if kind is None:
+            kind = classifier.classify(code)
+        if kind == USER:
+            site = f"{classifier.display_path(code.co_filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return site
