@@ -135,6 +135,8 @@ class StressRunner:
         self._current_round: RoundResult | None = None
         self._round_started = 0.0
         self._uid = f"pytest_dbguard.stress.{id(self)}"
+        # (round, thread) -> the Django connection objects that thread opened
+        self._wrappers: dict[tuple[int, int], list[Any]] = {}
 
     # -- public -------------------------------------------------------------------------
     def run(self) -> None:
@@ -208,6 +210,8 @@ class StressRunner:
             return
         # Outermost, like the recorder's tap: a user's execute_wrapper() block pops the last one.
         connection.execute_wrappers.insert(0, self._observer(index, connection.alias))
+        if self._current_round is not None:
+            self._wrappers.setdefault((self._current_round.index, index), []).append(connection)
         if connection.vendor != "postgresql":
             return
         from ..recording.django_db import _backend_pid
@@ -217,7 +221,7 @@ class StressRunner:
             self.registry.add(Backend(pid=pid, thread=index, ident=threading.get_ident(),
                                       alias=connection.alias,
                                       round=self._current_round.index
-                                      if self._current_round else 0))
+                                      if self._current_round else 0), connection)
 
     def _observer(self, index: int, alias: str) -> Callable[..., Any]:
         """Sees every database error a thread meets, also the ones its code catches and retries."""
@@ -387,6 +391,23 @@ class StressRunner:
             except Exception:
                 pass  # a terminated backend may fail to close cleanly; it is gone either way
 
+    def _close_abandoned(self, round_index: int, index: int, terminated: list[int]) -> None:
+        """Close the Django connections of a thread left behind, once their backend is gone.
+
+        The thread waits in Python, not in the driver, and its server backend was terminated:
+        closing the client side from here is safe, and the plugin's own thread does not leave a
+        connection open. Connections of other vendors (nothing was terminated) stay as they are.
+        """
+        for conn in self._wrappers.get((round_index, index), ()):
+            backend = self.registry.pid_of(conn)
+            if conn.vendor != "postgresql" or backend not in terminated:
+                continue
+            try:
+                conn.inc_thread_sharing()
+                conn.close()
+            except Exception:
+                pass  # best effort: the report already names the thread as abandoned
+
     def _site_of_traceback(self, tb: TracebackType | None) -> str | None:
         # The traceback's own frames, not f_back: frames that finished unwinding lose f_back.
         site = None
@@ -420,6 +441,8 @@ class StressRunner:
                 terminated = self.watchdog.terminate(pids)
                 _wait_all(done, TERMINATE_GRACE_S)
         abandoned = [i for i, event in enumerate(done) if not event.is_set()]
+        for index in abandoned:
+            self._close_abandoned(result.index, index, terminated)
         for error in result.errors:
             if error.index in stuck and error.at_ms >= self.plan.timeout * 1000.0:
                 error.after_hang = True

@@ -129,11 +129,19 @@ class BackendRegistry:
 
     def __init__(self) -> None:
         self._by_pid: dict[int, Backend] = {}
+        self._conn_pids: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def add(self, backend: Backend) -> None:
+    def add(self, backend: Backend, connection: Any = None) -> None:
         with self._lock:
             self._by_pid[backend.pid] = backend
+            if connection is not None:
+                self._conn_pids[id(connection)] = backend.pid
+
+    def pid_of(self, connection: Any) -> int | None:
+        """The backend pid of a Django connection object the registry saw opening."""
+        with self._lock:
+            return self._conn_pids.get(id(connection))
 
     def get(self, pid: int) -> Backend | None:
         return self._by_pid.get(pid)
