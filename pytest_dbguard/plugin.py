@@ -27,6 +27,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = DbguardSession(config, settings)
     config.stash[SESSION] = session
     config.pluginmanager.register(ReportCollector(session), "dbguard-report-collector")
+    if config.pluginmanager.hasplugin("xdist"):
+        from .xdist import XdistBridge
+
+        config.pluginmanager.register(XdistBridge(session), "dbguard-xdist")
 
 
 def _session(config: pytest.Config) -> DbguardSession | None:
@@ -39,6 +43,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     explicit = ", ".join(f"{k}={v}" for k, v in sorted(session.settings.actions.items()))
     return ["dbguard: on" + (f" ({explicit})" if explicit else "")]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    dbguard = _session(session.config)
+    if dbguard is not None:
+        dbguard.note_selected([item.nodeid for item in session.items])
 
 
 # -- per test: record each phase, judge, report ---------------------------------------------
@@ -99,6 +109,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     entry = None
     found: list[Any] = []
     try:
+        if call.when == "call":
+            state.call_completed = call.excinfo is None
         if call.when in ("call", "teardown"):
             found = session.judge(state, stage=call.when)
         if call.when == "teardown":
