@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Generator
 from typing import Any
@@ -96,7 +97,18 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any
     if session is None or fixturedef.scope == "function":
         return (yield)
     with session.shared_fixture():
-        return (yield)
+        result = yield
+    # Finalizers run last-in first-out: this one runs just before the fixture's own teardown,
+    # and pytest_fixture_post_finalizer just after it, so teardown queries are shared too.
+    fixturedef.addfinalizer(functools.partial(session.begin_shared_teardown, id(fixturedef)))
+    return result
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any],
+                                  request: pytest.FixtureRequest) -> None:
+    session = _session(request.config)
+    if session is not None and fixturedef.scope != "function":
+        session.end_shared_teardown(id(fixturedef))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,7 @@ class DbguardSession:
         self.crashed_workers: list[str] = []
         self._results: RunResults | None = None
         self._new_baseline: baseline_file.Baseline | None = None
+        self._shared_teardowns: dict[int, ExitStack] = {}
 
     # -- deciding what to record ----------------------------------------------------------
     @property
@@ -165,6 +166,19 @@ class DbguardSession:
             return
         with self.hub.shared_fixture():
             yield
+
+    def begin_shared_teardown(self, key: int) -> None:
+        """A session/module fixture starts its teardown: charge its queries to the session."""
+        if self.hub is None:
+            return
+        stack = ExitStack()
+        stack.enter_context(self.hub.shared_fixture())
+        self._shared_teardowns[key] = stack
+
+    def end_shared_teardown(self, key: int) -> None:
+        stack = self._shared_teardowns.pop(key, None)
+        if stack is not None:
+            stack.close()
 
     # -- judging ----------------------------------------------------------------------------
     def judge(self, state: TestState, stage: str) -> list[Finding]:

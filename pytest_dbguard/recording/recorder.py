@@ -151,6 +151,14 @@ class TestRecorder:
             return []
         return self.phase_rows.get(self.current_phase, [])
 
+    def _queried_vendors(self) -> set[str]:
+        """Vendors of the connections this test's queries ran on, however old the connection."""
+        conns = self.hub.catalog.conns
+        used: set[int] = set()
+        for rows in self.phase_rows.values():
+            used.update(map(_CONN_OF, rows))
+        return {conns[i].vendor for i in used}
+
     def record(self) -> TestRecord:
         connections = tuple(
             ConnectionEvent(
@@ -165,12 +173,13 @@ class TestRecorder:
             phases={p: self.phase_records[p] for p in PHASES if p in self.phase_records},
             connections=connections,
             peak_connections=self.peak_connections,
-            vendors=tuple(sorted(self.vendors)),
+            vendors=tuple(sorted(self.vendors | self._queried_vendors())),
             facts=dict(self.facts),
         )
 
 
 _GROUP_KEY = itemgetter(ROW_SHAPE, ROW_SITE, ROW_CONN)
+_CONN_OF = itemgetter(ROW_CONN)
 _SHAPE_AND_DURATION = itemgetter(ROW_SHAPE, ROW_DURATION)
 
 
