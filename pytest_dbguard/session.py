@@ -304,7 +304,9 @@ class DbguardSession:
         if comparison is not None:
             notes.append(
                 f"baseline {self.settings.baseline_path}: {len(comparison.regressions)} "
-                f"regressions, {len(comparison.within_tolerance)} within tolerance "
+                f"regressions"
+                + (f" ({len(comparison.allowed)} more allowed)" if comparison.allowed else "")
+                + f", {len(comparison.within_tolerance)} within tolerance "
                 f"{comparison.tolerance}, {len(comparison.improvements)} improved, "
                 f"{len(comparison.new_tests)} new tests not in the baseline")
             if comparison.improvements:

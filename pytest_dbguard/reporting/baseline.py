@@ -134,6 +134,8 @@ class Change:
 class Comparison:
     tolerance: Tolerance
     regressions: list[Change] = field(default_factory=list)
+    # beyond tolerance, but the test carries dbguard_allow("regression", reason=...)
+    allowed: list[Change] = field(default_factory=list)
     within_tolerance: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
     new_tests: list[str] = field(default_factory=list)
@@ -143,6 +145,7 @@ class Comparison:
         return {
             "tolerance": str(self.tolerance),
             "regressions": [c.nodeid for c in self.regressions],
+            "allowed_regressions": [c.nodeid for c in self.allowed],
             "within_tolerance": len(self.within_tolerance),
             "improved": len(self.improvements),
             "new_tests": len(self.new_tests),
@@ -170,7 +173,9 @@ def compare(baseline: Baseline, entries: Iterable[Mapping[str, Any]],
         change = Change(nodeid, old, new, tuple(grown_fingerprints(
             old_entry["fingerprints"], entry.get("call_fingerprints", {}))))
         if regressed(old, new, tolerance):
-            result.regressions.append(change)
+            allowed = any(f["rule"] == "regression" and f.get("allowed")
+                          for f in entry.get("findings", ()))
+            (result.allowed if allowed else result.regressions).append(change)
         elif new > old:
             result.within_tolerance.append(change)
         elif new < old and completed:

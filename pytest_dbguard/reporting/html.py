@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from ..events import PHASES
+from .baseline import describe_growth
 from .entries import RunResults, top_tests
 from .json_report import write_atomic
 
@@ -117,8 +118,8 @@ def _baseline_cells(results: RunResults) -> dict[str, tuple[Any, str]]:
     cells: dict[str, tuple[Any, str]] = {}
     if comparison is None:
         return cells
-    for change in (comparison.regressions + comparison.within_tolerance
-                   + comparison.improvements):
+    for change in (comparison.regressions + comparison.allowed
+                   + comparison.within_tolerance + comparison.improvements):
         delta = change.new - change.old
         cells[change.nodeid] = (delta, f"{change.old} → {change.new} ({delta:+d})")
     for change in comparison.regressions:
@@ -195,11 +196,11 @@ def _regressions(results: RunResults) -> str:
     comparison = results.comparison
     if comparison is None:
         return ""
-    from .baseline import describe_growth
-
     by_id = {e["nodeid"]: e for e in results.entries}
     head = (f'<section class="baseline"><h2>Baseline</h2><p>{len(comparison.regressions)} '
-            f'regressions beyond tolerance {_e(comparison.tolerance)} · '
+            f'regressions beyond tolerance {_e(comparison.tolerance)}'
+            + (f' ({len(comparison.allowed)} more allowed)' if comparison.allowed else '')
+            + ' · '
             f'{len(comparison.within_tolerance)} within tolerance · '
             f'{len(comparison.improvements)} improved · {len(comparison.new_tests)} new tests · '
             f'{comparison.unchanged} unchanged</p>')

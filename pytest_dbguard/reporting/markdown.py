@@ -78,7 +78,10 @@ def _baseline_section(results: RunResults) -> list[str]:
         return out
     out += ["", "### Query regressions against the baseline", "",
             f"**{len(comparison.regressions)} regressions** beyond tolerance "
-            f"{text(comparison.tolerance)} · {len(comparison.within_tolerance)} within "
+            f"{text(comparison.tolerance)}"
+            + (f" ({len(comparison.allowed)} more allowed by dbguard\\_allow)"
+               if comparison.allowed else "")
+            + f" · {len(comparison.within_tolerance)} within "
             f"tolerance · {len(comparison.improvements)} improved · "
             f"{len(comparison.new_tests)} new tests (not in the baseline) · "
             f"{comparison.unchanged} unchanged"]
