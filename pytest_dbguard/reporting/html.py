@@ -12,13 +12,14 @@ import json
 from html import escape
 from typing import Any
 
-from ..events import PHASES
 from .baseline import describe_growth
 from .entries import RunResults, top_tests
 from .json_report import write_atomic
 
 CHART_TESTS = 20
 OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 2, "xpassed": 3, "failed": 4, "error": 5}
+# the call phase is what budgets and the baseline judge: it comes first
+TABLE_PHASES = ("call", "setup", "teardown")
 COLUMNS = (  # (header, sort type)
     ("Test", "text"), ("Outcome", "num"), ("Call", "num"), ("Setup", "num"),
     ("Teardown", "num"), ("Connections", "num"), ("Findings", "num"), ("Baseline", "num"),
@@ -31,13 +32,13 @@ def _e(value: Any) -> str:
 
 # -- charts -----------------------------------------------------------------------------------
 
-def _hbar_chart(title: str, rows: list[tuple[str, list[tuple[int, str]]]], label_width: int = 340,
+def _hbar_chart(title: str, rows: list[tuple[str, list[tuple[int, str]]]], label_width: int = 300,
                 ) -> str:
     """Horizontal (stacked) bars: rows of (label, [(value, css class), ...])."""
     if not rows:
         return f'<figure class="chart"><figcaption>{_e(title)}</figcaption>' \
                f'<p class="empty">Nothing to show.</p></figure>'
-    bar_h, gap, width, value_w = 18, 6, 760, 60
+    bar_h, gap, width, value_w = 18, 6, 640, 50
     height = len(rows) * (bar_h + gap) + gap
     biggest = max(sum(v for v, _ in parts) for _, parts in rows) or 1
     span = width - label_width - value_w
@@ -46,7 +47,7 @@ def _hbar_chart(title: str, rows: list[tuple[str, list[tuple[int, str]]]], label
            f'width="{width}" height="{height}">']
     for i, (label, parts) in enumerate(rows):
         y = gap + i * (bar_h + gap)
-        shown = label if len(label) <= 48 else "…" + label[-47:]
+        shown = label if len(label) <= 44 else "…" + label[-43:]
         out.append(f'<text class="label" x="{label_width - 8}" y="{y + 13}" '
                    f'text-anchor="end"><title>{_e(label)}</title>{_e(shown)}</text>')
         x = float(label_width)
@@ -73,7 +74,7 @@ def _histogram(entries: list[dict[str, Any]]) -> str:
                 counts[i] += 1
                 break
     title = "Tests by call-phase queries"
-    width, height, left, bottom, top = 760, 220, 50, 30, 16
+    width, height, left, bottom, top = 640, 220, 20, 30, 16
     slot = (width - left) / len(edges)
     biggest = max(counts) or 1
     out = [f'<figure class="chart"><figcaption>{title}</figcaption>'
@@ -122,9 +123,11 @@ def _baseline_cells(results: RunResults) -> dict[str, tuple[Any, str]]:
                    + comparison.within_tolerance + comparison.improvements):
         delta = change.new - change.old
         cells[change.nodeid] = (delta, f"{change.old} → {change.new} ({delta:+d})")
-    for change in comparison.regressions:
-        delta = change.new - change.old
-        cells[change.nodeid] = (delta, f"{change.old} → {change.new} ({delta:+d}) regression")
+    for label, changes in (("regression", comparison.regressions),
+                           ("allowed", comparison.allowed)):
+        for change in changes:
+            delta = change.new - change.old
+            cells[change.nodeid] = (delta, f"{change.old} → {change.new} ({delta:+d}) {label}")
     for nodeid in comparison.new_tests:
         cells[nodeid] = (0, "new")
     return cells
@@ -149,7 +152,7 @@ def _rows(results: RunResults) -> str:
             f'{_e(nodeid)}</button></td>'
             f'<td data-v="{OUTCOME_RANK.get(outcome, 9)}"><span class="badge {outcome}">'
             f'{outcome}</span></td>'
-            + "".join(f'<td class="n" data-v="{q[p]}">{q[p]}</td>' for p in PHASES)
+            + "".join(f'<td class="n" data-v="{q[p]}">{q[p]}</td>' for p in TABLE_PHASES)
             + f'<td class="n" data-v="{entry["connections"]["opened"]}">'
               f'{entry["connections"]["opened"]}</td>'
             f'<td data-v="{len(findings)}" title="{_e(rules)}">{len(findings) or ""}'
