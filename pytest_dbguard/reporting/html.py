@@ -162,27 +162,35 @@ def _rows(results: RunResults) -> str:
 
 
 def _detail_data(results: RunResults) -> str:
-    """One JSON block for every drill-down: built into DOM nodes only when a row is opened."""
+    """One JSON block for every drill-down: built into DOM nodes only when a row is opened.
+
+    Per test: "fp" the call-phase multiset (id -> count; the page orders it), "sites" the call
+    sites of its top shapes, findings without their bulky evidence besides the shown lines.
+    """
     sql = dict(results.sql)
     tests = []
+    used: set[str] = set()
     for entry in results.entries:
+        top = entry.get("top_fingerprints") or ()
         sites = {}
-        for fp in entry.get("top_fingerprints", ()):
+        for fp in top:
             sql.setdefault(fp["id"], fp["sql"])
-            sites[fp["id"]] = [[s["site"], s["count"]] for s in fp.get("call_sites", ())]
-        multiset = entry.get("call_fingerprints") or {
-            fp["id"]: fp["count"] for fp in entry.get("top_fingerprints", ())}
-        shapes = sorted(multiset.items(), key=lambda item: (-item[1], item[0]))
+            sites[fp["id"]] = [[s["site"], s["count"]] for s in fp["call_sites"]]
+        multiset = entry.get("call_fingerprints")
+        if multiset is None:
+            multiset = {fp["id"]: fp["count"] for fp in top}
+        used.update(multiset)
+        findings = entry["findings"]
         tests.append({
-            "fp": [[fp_id, count, sites.get(fp_id, [])] for fp_id, count in shapes],
+            "fp": multiset,
+            "sites": sites,
             "fi": [{"rule": f["rule"], "action": f["action"], "allowed": f.get("allowed"),
                     "phase": f.get("phase"), "message": f["message"],
                     "lines": f.get("evidence", {}).get("lines", []), "hint": f.get("hint")}
-                   for f in entry["findings"]],
+                   for f in findings] if findings else [],
             "alias": entry.get("by_alias", {}),
             "conn": entry["connections"].get("details", []),
         })
-    used = {fp_id for t in tests for fp_id, _, _ in t["fp"]}
     data = {"tests": tests, "sql": {k: v for k, v in sorted(sql.items()) if k in used}}
     # "<" escaped: no SQL text or test name can close the script element
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
@@ -319,12 +327,15 @@ SCRIPT = r"""
     var test = data.tests[index];
     var box = el("div", null, "detail");
     box.appendChild(el("h3", "Call-phase query shapes"));
-    if (!test.fp.length) box.appendChild(el("p", "No queries in the call phase.", "empty"));
+    var shapes = Object.keys(test.fp).map(function (id) {
+      return [id, test.fp[id], test.sites[id] || []];
+    }).sort(function (a, b) { return b[1] - a[1] || (a[0] < b[0] ? -1 : 1); });
+    if (!shapes.length) box.appendChild(el("p", "No queries in the call phase.", "empty"));
     else {
       var t = el("table"), head = t.createTHead().insertRow();
       ["Count", "SQL shape", "Call sites"].forEach(function (h) { head.appendChild(el("th", h)); });
       var tb = t.createTBody();
-      test.fp.forEach(function (fp) {
+      shapes.forEach(function (fp) {
         var row = tb.insertRow();
         row.appendChild(el("td", fp[1], "n"));
         var sqlCell = row.insertCell();
