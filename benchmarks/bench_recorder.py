@@ -104,7 +104,7 @@ def main() -> None:
             "dbguard recorder": recorded(loop),
         }
         timings: dict[str, list[float]] = {name: [] for name in variants}
-        for name, run in variants.items():  # warm-up
+        for run in variants.values():  # warm-up
             run()
         for _ in range(args.repeats):
             for name, run in variants.items():
@@ -133,8 +133,9 @@ def main() -> None:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     hub.finish_test()
-    print(f"\nmemory: {m} recorded queries keep {(after - before) / 1e6:.1f} MB "
-          f"({(after - before) / m:.0f} bytes/query), call-phase count {record.phase('call').query_count}")
+    kept = after - before
+    print(f"\nmemory: {m} recorded queries keep {kept / 1e6:.1f} MB ({kept / m:.0f} bytes/query), "
+          f"call-phase count {record.phase('call').query_count}")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ FLAG_FOREIGN_THREAD = 16
 NO_SITE = -1
 LAZY_LABELS = (None, None, None, "forward", "reverse-one", "manager")
 
-QueryRow = tuple[int, int, int, int, int, int, float, "dict[str, Any] | None"]
+# (shape_i, site_i, lazy_kind, conn_i, unit, flags, duration_s, extra dict or None)
+QueryRow = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,8 @@ def dbguard_allow(*rule_ids: str, reason: str) -> dict[str, str]:
     unknown = [r for r in rule_ids if r not in RULES]
     if unknown:
         raise MarkerError(
-            f"unknown rule id {', '.join(map(repr, unknown))}; valid ids: {', '.join(sorted(RULES))}"
+            f"unknown rule id {', '.join(map(repr, unknown))}; "
+            f"valid ids: {', '.join(sorted(RULES))}"
         )
     return {rule_id: reason for rule_id in rule_ids}
 

@@ -11,10 +11,10 @@ import pytest
 
 from . import config as dbguard_config
 from . import markers
-from .session import DbguardFixture, DbguardSession, failure_text
+from .session import DbguardFixture, DbguardSession, TestState, failure_text
 
 SESSION = pytest.StashKey[DbguardSession]()
-TEST_STATE = pytest.StashKey["TestState | None"]()
+TEST_STATE = pytest.StashKey[TestState | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,6 +1,10 @@
 """Fixtures of the project's own tests: a real PostgreSQL server and a throwaway Django project.
 
 The API is described in ``tests/djproject.py`` (projects) and ``tests/pgserver.py`` (server).
+
+Running: ``pytest -n 2 tests`` in a venv with ``pip install -e '.[dev]'`` (PostgreSQL comes
+from ``DBGUARD_TEST_DSN`` or is started on demand), or ``tox`` for the Django/Python matrix with
+coverage, or ``bash .ci/run`` for everything CI does.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class FrameClassifier:
             return self._django_kind(filename, code)
         if filename.startswith(self._internal):
             return INTERNAL
-        if os.sep + "site-packages" + os.sep in filename or os.sep + "dist-packages" + os.sep in filename:
+        if any(os.sep + d + os.sep in filename for d in ("site-packages", "dist-packages")):
             # a project installed into the venv still beats stdlib plumbing as a fallback
             if self._rootdir and filename.startswith(self._rootdir) and ".venv" not in filename:
                 return USER

@@ -1,4 +1,4 @@
-"""Taps every Django connection (every alias, every thread) through public hooks; imports Django lazily."""
+"""Taps every Django connection (all aliases and threads) via public hooks; lazy Django import."""
 
 from __future__ import annotations
 
@@ -90,9 +90,8 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 frame = frame.f_back
             else:
                 frame = fallback
-            if frame is None:
-                site = NO_SITE
-            else:
+            site: int | None = NO_SITE
+            if frame is not None:
                 by_offset = site_index.get(id(frame.f_code))
                 site = by_offset.get(frame.f_lasti) if by_offset is not None else None
                 if site is None:
@@ -106,7 +105,7 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 flags |= FLAG_IN_ATOMIC
             if _get_running_loop() is not None:
                 flags |= FLAG_IN_EVENT_LOOP
-            extra = None
+            extra: dict[str, Any] | None = None
             if hub.show_params:
                 extra = {"sql": sql, "params": _redact_params(params)}
             if failure is not None:

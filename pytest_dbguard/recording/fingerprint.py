@@ -1,4 +1,4 @@
-"""SQL fingerprints: one normalised text and a stable id per query shape, built on sqlparse's lexer."""
+"""SQL fingerprints: one normalised text and a stable id per query shape, via sqlparse's lexer."""
 
 from __future__ import annotations
 
@@ -60,15 +60,24 @@ def _collapse_lists(tokens: list[str]) -> list[str]:
 
 def _normalise(sql: str) -> str:
     words: list[str] = []
+    prev_is_name = False
     for ttype, value in lexer.tokenize(sql):
         if ttype in T.Whitespace or ttype in T.Newline or ttype in T.Comment:
             continue
-        if ttype in T.Literal.Number or ttype in T.Literal.String.Single or ttype in T.Name.Placeholder:
+        if (ttype in T.Literal.Number or ttype in T.Literal.String.Single
+                or ttype in T.Name.Placeholder):
             words.append(_PLACEHOLDER)
+            prev_is_name = False
         elif ttype in T.Keyword:
             words.append(value.upper())
+        elif value == "(" and words and prev_is_name:
+            # a function call: COUNT(*), not COUNT (*)
+            words[-1] += "("
+            prev_is_name = False
+            continue
         else:
             words.append(value)
+        prev_is_name = ttype in T.Name and ttype not in T.Name.Placeholder
     words = _collapse_lists(words)
     text = " ".join(words)
     # tidy spacing around punctuation so the text reads like SQL

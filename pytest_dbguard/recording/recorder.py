@@ -1,4 +1,4 @@
-"""The session-wide hub that taps feed, and the per-test recorder that turns rows into a TestRecord."""
+"""The session-wide hub that taps feed, and the per-test recorder that builds TestRecords."""
 
 from __future__ import annotations
 
@@ -151,15 +151,12 @@ class TestRecorder:
             return []
         return self.phase_rows.get(self.current_phase, [])
 
-    def _queried_vendors(self) -> set[str]:
-        """Vendors of the connections this test's queries ran on, however old the connection."""
+    def record(self) -> TestRecord:
         conns = self.hub.catalog.conns
         used: set[int] = set()
         for rows in self.phase_rows.values():
             used.update(map(_CONN_OF, rows))
-        return {conns[i].vendor for i in used}
-
-    def record(self) -> TestRecord:
+        vendors = self.vendors | {conns[i].vendor for i in used}
         connections = tuple(
             ConnectionEvent(
                 alias=c["alias"], vendor=c["vendor"], thread=c["thread"],
@@ -173,7 +170,7 @@ class TestRecorder:
             phases={p: self.phase_records[p] for p in PHASES if p in self.phase_records},
             connections=connections,
             peak_connections=self.peak_connections,
-            vendors=tuple(sorted(self.vendors | self._queried_vendors())),
+            vendors=tuple(sorted(vendors)),
             facts=dict(self.facts),
         )
 
@@ -211,8 +208,9 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
         extra = row[ROW_EXTRA]
         if extra is not None and "sql" in extra:
             examples = per_shape[row[ROW_SHAPE]][4]
-            if len(examples) < EXAMPLES_PER_FINGERPRINT and extra["sql"] not in examples:
-                examples.append(extra["sql"])
+            example = f"{extra['sql']}  -- params {extra.get('params')}"
+            if len(examples) < EXAMPLES_PER_FINGERPRINT and example not in examples:
+                examples.append(example)
     stats = []
     for shape_i, (shape, count, aliases, site_counts, examples) in per_shape.items():
         resolved = [(sites[i] if i != NO_SITE else None, n) for i, n in site_counts.items()]

@@ -43,10 +43,11 @@ def dumps(document: dict[str, Any]) -> str:
     test is encoded compactly (10k tests: about 0.3 s instead of 2.4 s).
     """
     head = {key: value for key, value in document.items() if key != "tests"}
-    text = json.dumps(head, indent=2)
+    text = json.dumps(head, indent=2, ensure_ascii=False)
     if "tests" not in document:
         return text + "\n"
-    tests = ",\n".join("    " + json.dumps(test) for test in document["tests"])
+    tests = ",\n".join("    " + json.dumps(test, ensure_ascii=False)
+                        for test in document["tests"])
     return (text[:-2] + ',\n  "tests": [' + ("\n" + tests + "\n  " if tests else "")
             + "]\n}\n")
 

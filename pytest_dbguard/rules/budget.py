@@ -36,16 +36,12 @@ def restrict(phase: PhaseRecord, using: tuple[str, ...] | None, count_tx: bool) 
     ]
     restricted = build_phase(phase.phase, rows, phase.units, phase.catalog)
     if count_tx:
-        tx = sum(1 for row in rows if shapes[row[ROW_SHAPE]].is_transaction_control)
+        tx = sum(1 for row in rows if shapes[row[ROW_SHAPE]].is_transaction_control is True)
         return PhaseRecord(restricted.phase, restricted.query_count + tx, 0,
                            restricted.by_alias, restricted.duration_ms,
                            restricted.fingerprints, restricted.rows, restricted.units,
                            restricted.catalog)
     return restricted
-
-
-def counted(phase: PhaseRecord, budget: Budget) -> int:
-    return phase.count(list(budget.using) if budget.using else None, budget.count_tx)
 
 
 def describe_excess(phase: PhaseRecord, budget: Budget, nodeid: str, where: str = "call"
@@ -79,7 +75,7 @@ def describe_excess(phase: PhaseRecord, budget: Budget, nodeid: str, where: str 
     top = shown[0] if shown else None
     hint = "cut the repeated queries (select_related / prefetch_related, hoist lookups out of " \
            "loops) or raise the budget if the new count is intended"
-    if top is not None and top.count > 1 and top.call_sites and top.call_sites[0][0]:
+    if top is not None and top.count > 1 and len(top.call_sites) == 1 and top.call_sites[0][0]:
         hint = (f"the biggest group is {top.count}× one shape from {top.call_sites[0][0]}: "
                 + hint)
     return Finding(
