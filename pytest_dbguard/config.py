@@ -49,6 +49,22 @@ def add_options(parser: pytest.Parser) -> None:
                     help="Write a self-contained HTML report (sortable table, charts).")
     group.addoption("--dbguard-sarif", default=None, metavar="PATH",
                     help="Write findings as SARIF 2.1.0 for code scanning.")
+    group.addoption("--dbguard-nplusone-threshold", type=int, default=None, metavar="N",
+                    help="Repeats of one query shape in one unit of work (the test body or one "
+                         "request) that make an N+1, a loop or a duplicate (default 3).")
+    group.addoption("--dbguard-slow-ms", type=float, default=None, metavar="MS",
+                    help="slow-query: report any query taking at least MS milliseconds "
+                         "(default 100).")
+    group.addoption("--dbguard-query-timeout-ms", type=int, default=None, metavar="MS",
+                    help="Cancel any query of a test running longer than MS milliseconds "
+                         "(PostgreSQL statement_timeout and lock_timeout, SQLite progress "
+                         "handler); a query_timeout marker on the test wins.")
+    group.addoption("--dbguard-explain", action="store_true", default=False,
+                    help="PostgreSQL: EXPLAIN each distinct query shape once per session and "
+                         "report sequential scans with a filter (turns on missing-index).")
+    group.addoption("--dbguard-readonly-alias", action="append", default=[], metavar="ALIAS",
+                    help="A database alias that must never be written to (replica-write; "
+                         "repeatable, turns the rule on).")
     parser.addini("dbguard", type="bool", default=False,
                   help="Turn on dbguard's suite-wide rules (same as --dbguard).")
     parser.addini("dbguard_rules", type="linelist", default=[],
@@ -76,6 +92,19 @@ class Settings:
     @property
     def compares_baseline(self) -> bool:
         return self.baseline is not None and not self.baseline_update
+    nplusone_threshold: int = 3
+    slow_ms: float = 100.0
+    query_timeout_ms: int | None = None
+    explain: bool = False
+    readonly_aliases: tuple[str, ...] = ()
+
+    def rule_options(self) -> dict[str, Any]:
+        """What rules read from TestContext.options."""
+        return {
+            "nplusone_threshold": self.nplusone_threshold,
+            "slow_ms": self.slow_ms,
+            "readonly_aliases": self.readonly_aliases,
+        }
 
     def action_for(self, rule_id: str, marker_driven: bool = False) -> str:
         """The action of a rule for one test: explicit setting, else --dbguard default, else off.
@@ -194,7 +223,35 @@ def load_settings(config: pytest.Config) -> Settings:
         value = config.getoption(option[2:].replace("-", "_"))
         if value:
             reports[key] = check_writable(value, option)
+    threshold = config.getoption("dbguard_nplusone_threshold")
+    if threshold is not None and threshold < 2:
+        raise pytest.UsageError(
+            f"dbguard: --dbguard-nplusone-threshold must be 2 or more, got {threshold}."
+        )
+    slow_ms = config.getoption("dbguard_slow_ms")
+    if slow_ms is not None and slow_ms <= 0:
+        raise pytest.UsageError(f"dbguard: --dbguard-slow-ms must be more than 0, got {slow_ms}.")
+    timeout_ms = config.getoption("dbguard_query_timeout_ms")
+    if timeout_ms is not None and timeout_ms <= 0:
+        raise pytest.UsageError(
+            f"dbguard: --dbguard-query-timeout-ms must be more than 0, got {timeout_ms}."
+        )
+    readonly = tuple(dict.fromkeys(a.strip() for a in config.getoption("dbguard_readonly_alias")))
+    if "" in readonly:
+        raise pytest.UsageError("dbguard: --dbguard-readonly-alias needs an alias name.")
+    explain = bool(config.getoption("dbguard_explain"))
+    # options that name what to check turn their rule on, unless the user set its action
+    if explain:
+        # a plan is advice about indexes, not proof of a bug: warn unless the user gates on it
+        actions.setdefault("missing-index", "warn")
+    if readonly:
+        actions.setdefault("replica-write", "fail")
     return Settings(
+        nplusone_threshold=threshold if threshold is not None else 3,
+        slow_ms=float(slow_ms) if slow_ms is not None else 100.0,
+        query_timeout_ms=timeout_ms,
+        explain=explain,
+        readonly_aliases=readonly,
         enabled=bool(enabled),
         actions=actions,
         max_queries=_non_negative(config.getoption("dbguard_max_queries"),

@@ -49,6 +49,45 @@ class ConnInfo:
     thread: str
 
 
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A model relation whose lazy access ran a query: `Book.author`, `Author.books`, ..."""
+
+    kind: str  # forward | reverse-one | manager | generic-fk | deferred
+    model: str  # class whose attribute was read ("Book")
+    field: str  # the attribute ("author", "books", "tags")
+    target: str  # model the query loads ("Author"); the field's own model for "deferred"
+    source_table: str  # db table of `model`: rows loading it tell how the instances were loaded
+    # several relations of `model` lead to `target` (two M2M fields to one model): the field
+    # names with their join tables; the rule picks the one whose table is in the SQL
+    candidates: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}.{self.field}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryContext:
+    """What the ORM and template engine were doing around a query, beyond its call site."""
+
+    relation: Relation | None = None
+    # how the query was caused on a related manager: fetch | count | exists
+    operation: str = "fetch"
+    # the relation was prefetched, but the access bypassed the prefetch cache (a filter on it)
+    bypassed_prefetch: bool = False
+    template: str | None = None  # template name while it was rendering ("<string>" if unnamed)
+    # how the template reached the database: variable | queryset | tag | context-processor
+    template_via: str | None = None
+    template_function: str | None = None  # the tag / filter / context processor function
+    # a Django operation whose queries are never an N+1: "delete" (cascade collector),
+    # "prefetch" (prefetch_related), "refresh" (refresh_from_db)
+    suppressed: str | None = None
+
+
+NO_CONTEXT = QueryContext()
+
+
 class Catalog:
     """Append-only tables that rows point into by index.
 
@@ -56,23 +95,35 @@ class Catalog:
     by the garbage collector, which keeps per-query cost flat however long a test runs.
     """
 
-    __slots__ = ("shapes", "sites", "conns")
+    __slots__ = ("shapes", "sites", "conns", "contexts")
 
     def __init__(self) -> None:
         self.shapes: list[SqlShape] = []
         self.sites: list[CallSite] = []
         self.conns: list[ConnInfo] = []
+        # index 0 is "no context": the value of ROW_CONTEXT for almost every query
+        self.contexts: list[QueryContext] = [NO_CONTEXT]
 
 
-# The slots of a recorded query row.
-ROW_SHAPE, ROW_SITE, ROW_LAZY, ROW_CONN, ROW_UNIT, ROW_FLAGS, ROW_DURATION, ROW_EXTRA = range(8)
+# The slots of a recorded query row. ROW_CONTEXT indexes Catalog.contexts (0: none).
+ROW_SHAPE, ROW_SITE, ROW_CONTEXT, ROW_CONN, ROW_UNIT, ROW_FLAGS, ROW_DURATION, ROW_EXTRA = range(8)
+ROW_LAZY = ROW_CONTEXT  # the slot's first name, kept for readers written against it
 FLAG_IN_ATOMIC = 1
 FLAG_IN_EVENT_LOOP = 2
 FLAG_MANY = 4
 FLAG_ERROR = 8
 FLAG_FOREIGN_THREAD = 16
+# Bits from PARAM_KEY_SHIFT up hold a 48-bit digest of the SQL text and its parameters, only
+# while the `duplicate` rule is on: it rides in the flags int so rows stay flat tuples of
+# numbers. Read flags with `&`, never `==`.
+PARAM_KEY_SHIFT = 16
+PARAM_KEY_MASK = (1 << 48) - 1
 NO_SITE = -1
-LAZY_LABELS = (None, None, None, "forward", "reverse-one", "manager")
+
+
+def param_key(flags: int) -> int:
+    """The SQL+parameters digest of a row's flags; 0 when it was not collected."""
+    return flags >> PARAM_KEY_SHIFT
 
 # (shape_i, site_i, lazy_kind, conn_i, unit, flags, duration_s, extra dict or None)
 QueryRow = tuple[Any, ...]
@@ -107,8 +158,9 @@ class Query:
 
 
 def row_to_query(row: QueryRow, phase: str, units: dict[int, str], catalog: Catalog) -> Query:
-    shape_i, site_i, lazy, conn_i, unit, flags, duration, extra = row
+    shape_i, site_i, context_i, conn_i, unit, flags, duration, extra = row
     shape = catalog.shapes[shape_i]
+    relation = catalog.contexts[context_i].relation
     conn = catalog.conns[conn_i]
     site = catalog.sites[site_i] if site_i != NO_SITE else None
     extra = extra or {}
@@ -128,7 +180,7 @@ def row_to_query(row: QueryRow, phase: str, units: dict[int, str], catalog: Cata
         many=bool(flags & FLAG_MANY),
         error=extra.get("error"),
         sqlstate=extra.get("sqlstate"),
-        lazy_relation=LAZY_LABELS[lazy],
+        lazy_relation=relation.label if relation is not None else None,
         params=extra.get("params"),
     )
 

@@ -9,10 +9,14 @@ import pytest
 
 from .rules import RULES
 from .rules.budget import Budget
+from .rules.shape import QueryTimeout
 
 MARKERS = {
     "query_budget": "query_budget(n, *, using=None, count_tx=False): fail the test if its call "
                     "phase runs more than n queries (all aliases, or only `using`).",
+    "query_timeout": "query_timeout(ms, *, using=None): cancel any query of this test that runs "
+                     "longer than ms milliseconds and fail the test (PostgreSQL statement and "
+                     "lock timeout, SQLite progress handler).",
     "dbguard_allow": "dbguard_allow(*rule_ids, reason=...): silence these dbguard rules for "
                      "this test; the findings stay in the JSON report.",
 }
@@ -48,6 +52,14 @@ def query_budget(n: int, *, using: str | list[str] | None = None,
     return Budget(limit=n, using=_aliases(using, "query_budget"), count_tx=count_tx)
 
 
+def query_timeout(ms: int, *, using: str | list[str] | None = None) -> QueryTimeout:
+    if isinstance(ms, bool) or not isinstance(ms, int):
+        raise MarkerError(f"ms must be a whole number of milliseconds, got {ms!r}")
+    if ms <= 0:
+        raise MarkerError(f"ms must be more than 0, got {ms}")
+    return QueryTimeout(ms=ms, using=_aliases(using, "query_timeout"))
+
+
 def dbguard_allow(*rule_ids: str, reason: str) -> dict[str, str]:
     if not rule_ids:
         raise MarkerError("name at least one rule id to allow")
@@ -64,6 +76,7 @@ def dbguard_allow(*rule_ids: str, reason: str) -> dict[str, str]:
 
 SIGNATURES: dict[str, Callable[..., Any]] = {
     "query_budget": query_budget,
+    "query_timeout": query_timeout,
     "dbguard_allow": dbguard_allow,
 }
 

@@ -23,13 +23,14 @@ from .reporting import json_report, terminal
 from .reporting.entries import RunResults, test_entry
 from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
+from .rules.shape import QueryTimeout
 
 DJANGO_NOT_CONFIGURED = (
     "dbguard needs Django: configure pytest-django (DJANGO_SETTINGS_MODULE in pytest.ini or "
     "the environment) before using dbguard markers or the dbguard fixture."
 )
 
-OUR_MARKERS = ("query_budget",)
+OUR_MARKERS = ("query_budget", "query_timeout")
 
 
 def django_ready() -> bool:
@@ -55,6 +56,7 @@ class TestState:
     context: TestContext
     actions: dict[str, str]
     allowed: dict[str, str]
+    timeout: QueryTimeout | None = None
     started: float = field(default_factory=time.perf_counter)
     findings: list[Finding] = field(default_factory=list)
     record: TestRecord | None = None
@@ -67,6 +69,7 @@ class DbguardSession:
         self.settings = settings
         self.hub: Hub | None = None
         self._taps: Any = None
+        self._timeouts: Any = None
         self.entries: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, str] = {}
         self.internal_errors: list[str] = []
@@ -103,6 +106,15 @@ class DbguardSession:
         from .recording.django_db import DjangoTaps
 
         hub = Hub(rootdir=self.settings.rootdir, show_params=self.settings.show_params)
+        # what the taps collect follows the session's rules: nothing for a rule that is off
+        hub.collect_param_keys = self.settings.action_for("duplicate") != "off"
+        hub.watch_templates = self.settings.action_for("template-query") != "off"
+        if self.settings.explain and self.settings.action_for("missing-index") != "off":
+            from .recording.explain import ExplainProbe
+
+            probe = ExplainProbe(hub)
+            hub.probes.append(probe)
+            hub.explain_capture = probe.capture
         taps = DjangoTaps(hub)
         taps.install()
         self.hub, self._taps = hub, taps
@@ -113,10 +125,15 @@ class DbguardSession:
         if not self.wants_recording(item):
             return None
         budget: Budget | None = markers.closest(item, "query_budget")
+        timeout: QueryTimeout | None = markers.closest(item, "query_timeout")
+        if timeout is None and self.settings.query_timeout_ms and self.settings.enabled:
+            timeout = QueryTimeout(self.settings.query_timeout_ms,
+                                   source="--dbguard-query-timeout-ms")
         allowed = markers.allowed_rules(item)
         hub = self.ensure_hub()
         if hub is None:
-            needs_django = budget is not None or "dbguard" in getattr(item, "fixturenames", ())
+            needs_django = (budget is not None or timeout is not None
+                            or "dbguard" in getattr(item, "fixturenames", ()))
             if needs_django:
                 raise markers.MarkerError(DJANGO_NOT_CONFIGURED)
             if not self._django_missing_noted:
@@ -132,7 +149,9 @@ class DbguardSession:
         }
         if budget is None and self.settings.max_queries is not None and self.settings.enabled:
             actions["budget"] = self.settings.actions.get("budget", "fail")
-        options: dict[str, Any] = {}
+        if timeout is not None:
+            actions["query-timeout"] = self.settings.actions.get("query-timeout", "fail")
+        options: dict[str, Any] = self.settings.rule_options()
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
             options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
@@ -146,7 +165,8 @@ class DbguardSession:
             max_queries=self.settings.max_queries if self.settings.enabled else None,
             options=options,
         )
-        return TestState(hub.start_test(item.nodeid), context, actions, allowed)
+        return TestState(hub.start_test(item.nodeid), context, actions, allowed,
+                         timeout=timeout)
 
     @contextmanager
     def phase(self, state: TestState | None, name: str) -> Iterator[None]:
@@ -154,10 +174,26 @@ class DbguardSession:
             yield
             return
         state.recorder.start_phase(name)
+        timeouts = None
         try:
+            if name == "call" and state.timeout is not None:
+                timeouts = self._query_timeouts()
+                timeouts.start(state.recorder, state.timeout.ms, state.timeout.using)
             yield
         finally:
-            state.recorder.stop_phase()
+            try:
+                if timeouts is not None:
+                    timeouts.stop()
+            finally:
+                state.recorder.stop_phase()
+
+    def _query_timeouts(self) -> Any:
+        if self._timeouts is None:
+            from .recording.timeouts import QueryTimeouts
+
+            assert self.hub is not None
+            self._timeouts = QueryTimeouts(self.hub)
+        return self._timeouts
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
@@ -200,6 +236,8 @@ class DbguardSession:
         if self.hub is not None:
             self.shared_fixture_queries = self.hub.shared_query_count
             self.hub.finish_test()
+        if self._timeouts is not None:
+            self._timeouts.retry_pending()
         return entry
 
     # -- collecting (runs on the xdist controller too) ------------------------------------

@@ -11,7 +11,7 @@ def test_markdown_summary_of_a_pr_run(djproject):
     md = (djproject.path / "summary.md").read_text()
     assert md.startswith("## ❌ pytest-dbguard\n")
     assert "**5 tests recorded," in md
-    assert "**2 failing findings** · 0 warnings · 1 allowed · 2 tests failed by dbguard" in md
+    assert "**3 failing findings** · 0 warnings · 1 allowed · 2 tests failed by dbguard" in md
     assert ("**1 regressions** beyond tolerance 0 (1 more allowed by dbguard\\_allow) · "
             "0 within tolerance · 0 improved · 1 new tests (not in the baseline) · "
             "2 unchanged") in md
@@ -21,6 +21,7 @@ def test_markdown_summary_of_a_pr_run(djproject):
     # the allowed regression is not a regression of the gate, but it shows in the counts
     assert "| `regression` | 1 | 0 | 1 |" in md
     assert "| `budget` | 1 | 0 | 0 |" in md
+    assert "| `nplusone` | 1 | 0 | 0 |" in md
     assert "- `test_shop.py::test_new`: 1 queries" in md
     assert "### Top tests by call-phase queries" in md
     assert "| `test_shop.py::test_over_budget` | " in md

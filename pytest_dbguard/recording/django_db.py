@@ -16,9 +16,11 @@ from ..events import (
     FLAG_IN_EVENT_LOOP,
     FLAG_MANY,
     NO_SITE,
+    PARAM_KEY_MASK,
+    PARAM_KEY_SHIFT,
     ConnInfo,
 )
-from .callsite import THIRD_PARTY, USER, find_user_frame
+from .callsite import MARK, THIRD_PARTY, USER, find_user_frame
 from .recorder import Hub
 
 _getframe = sys._getframe
@@ -41,6 +43,14 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+def _param_digest(sql: str, params: Any) -> int:
+    """A digest of the SQL text with its parameters, equal for equal statements in one run."""
+    try:
+        return hash((sql, tuple(params) if type(params) is list else params))
+    except TypeError:  # unhashable parameters (lists for arrays, dicts): compare their text
+        return hash((sql, repr(params)))
+
+
 def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
     """An execute_wrapper for one Django connection object: the hot path of the whole plugin.
 
@@ -55,8 +65,15 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
     classifier = hub.classifier
     kinds = classifier.kinds
     site_index = classifier.site_index
+    resolve_context = classifier.resolve_context
     fingerprinter = hub.fingerprinter
     by_sql = fingerprinter.by_sql
+    # Decided once per connection from the session's rules, so that a rule that is off costs
+    # nothing per query: the SQL+parameters digest (duplicate) and the walk past the call
+    # site looking for a rendering template (template-query).
+    param_keys = hub.collect_param_keys
+    watch_templates = hub.watch_templates
+    explain_capture = hub.explain_capture  # --dbguard-explain only
 
     def dbguard_tap(execute: Any, sql: str, params: Any, many: bool,
                     context: dict[str, Any]) -> Any:
@@ -75,7 +92,7 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
             # Call site: the loop of callsite.find_user_frame, inlined (one call less per query).
             frame: Any = _getframe(1)
             fallback = None
-            lazy = 0
+            marks = None
             while frame is not None:
                 kind = kinds.get(id(frame.f_code))
                 if kind is None:
@@ -85,10 +102,14 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 if kind == THIRD_PARTY:
                     if fallback is None:
                         fallback = frame
-                elif kind > THIRD_PARTY and not lazy:
-                    lazy = kind
+                elif kind >= MARK:
+                    if marks is None:
+                        marks = [frame]
+                    else:
+                        marks.append(frame)
                 frame = frame.f_back
-            else:
+            user = frame
+            if frame is None:
                 frame = fallback
             site: int | None = NO_SITE
             if frame is not None:
@@ -96,7 +117,12 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 site = by_offset.get(frame.f_lasti) if by_offset is not None else None
                 if site is None:
                     site = classifier.add_site(frame)
-            del frame, fallback
+            if marks is not None or watch_templates:
+                query_context = resolve_context(marks, user, watch_templates)
+                marks = None
+            else:
+                query_context = 0
+            del frame, fallback, user
             shape = by_sql.get(sql)
             if shape is None:
                 shape = fingerprinter.index_of(sql)
@@ -105,6 +131,8 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 flags |= FLAG_IN_ATOMIC
             if _get_running_loop() is not None:
                 flags |= FLAG_IN_EVENT_LOOP
+            if param_keys:
+                flags |= (_param_digest(sql, params) & PARAM_KEY_MASK) << PARAM_KEY_SHIFT
             extra: dict[str, Any] | None = None
             if hub.show_params:
                 extra = {"sql": sql, "params": _redact_params(params)}
@@ -117,7 +145,10 @@ def make_tap(hub: Hub, alias: str, vendor: str) -> Any:
                 flags |= FLAG_FOREIGN_THREAD
                 extra = extra or {}
                 extra["thread"] = threading.current_thread().name
-            rows.append((shape, site, lazy, conn_index, hub.unit, flags, duration, extra))
+            rows.append((shape, site, query_context, conn_index, hub.unit, flags, duration,
+                         extra))
+            if explain_capture is not None and failure is None and not many:
+                explain_capture(shape, sql, params, context["connection"], site)
 
     dbguard_tap.dbguard_hub = hub  # type: ignore[attr-defined]
     return dbguard_tap
@@ -170,6 +201,8 @@ class DjangoTaps:
 
     def _on_connection_created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
         self.tap(connection)
+        for hook in self.hub.connection_hooks:
+            hook(connection)
         recorder = self.hub.recorder
         if recorder is None or recorder.current_phase is None:
             return

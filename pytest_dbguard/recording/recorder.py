@@ -61,6 +61,13 @@ class Hub:
         self.shared_rows: list[QueryRow] = []
         self.shared_query_count = 0
         self.probes: list[Probe] = []
+        # set before taps are installed (taps read them once): collect SQL+parameter digests
+        # for the `duplicate` rule; walk past call sites for rendering templates
+        self.collect_param_keys = False
+        self.watch_templates = False
+        self.explain_capture: Any = None  # ExplainProbe.capture with --dbguard-explain
+        # called with each Django connection the taps see opening (query timeouts use it)
+        self.connection_hooks: list[Any] = []
         self._lock = threading.Lock()
 
     # -- units of work -------------------------------------------------------------------

@@ -1,0 +1,282 @@
+"""Per-query rules: slow, timeout, missing index, template, replica write, pgbouncer-unsafe."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..events import (
+    FLAG_ERROR,
+    NO_SITE,
+    ROW_CONN,
+    ROW_CONTEXT,
+    ROW_DURATION,
+    ROW_EXTRA,
+    ROW_FLAGS,
+    ROW_SHAPE,
+    ROW_SITE,
+    ROW_UNIT,
+    Finding,
+    TestRecord,
+)
+from ..recording.fingerprint import short_sql
+from . import TestContext, register
+from .nplusone import site_text, unit_label
+
+DEFAULT_SLOW_MS = 100.0
+
+
+@dataclass(frozen=True)
+class QueryTimeout:
+    """A parsed @pytest.mark.query_timeout(ms, *, using=None)."""
+
+    ms: int
+    using: tuple[str, ...] | None = None
+    source: str = "query_timeout marker"
+
+
+@register("slow-query")
+def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    phase = record.phase("call")
+    limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))
+    catalog = phase.catalog
+    slowest: dict[tuple[int, int], tuple[float, int, int]] = {}  # (shape, site) -> max, n, conn
+    for row in phase.rows:
+        ms = row[ROW_DURATION] * 1000.0
+        if ms < limit_ms or catalog.shapes[row[ROW_SHAPE]].is_transaction_control:
+            continue
+        key = (row[ROW_SHAPE], row[ROW_SITE])
+        worst, n, conn = slowest.get(key, (0.0, 0, row[ROW_CONN]))
+        slowest[key] = (max(worst, ms), n + 1, conn)
+    findings = []
+    for (shape_i, site_i), (worst, n, conn_i) in slowest.items():
+        shape = catalog.shapes[shape_i]
+        times = f"{n}× up to {worst:.0f} ms" if n > 1 else f"{worst:.0f} ms"
+        findings.append(Finding(
+            rule="slow-query",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f"slow query: {short_sql(shape.fingerprint)} took {times} (limit "
+                     f"{limit_ms:g} ms) at {site_text(catalog, site_i)}; check its plan with "
+                     "EXPLAIN ANALYZE and add an index or fetch less"),
+            hint="a query this slow in a test database with a few rows gets slower with "
+                 "production data; --dbguard-explain shows sequential scans on PostgreSQL",
+            evidence={"ms": round(worst, 1), "count": n, "limit_ms": limit_ms,
+                      "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "lines": [f"alias {catalog.conns[conn_i].alias}"]},
+        ))
+    findings.sort(key=lambda f: -f.evidence["ms"])
+    return findings
+
+
+@register("query-timeout")
+def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    settings = record.facts.get("query_timeout")
+    if not settings:
+        return []
+    phase = record.phase("call")
+    catalog = phase.catalog
+    findings = []
+    for row in phase.rows:
+        if not row[ROW_FLAGS] & FLAG_ERROR:
+            continue
+        extra = row[ROW_EXTRA] or {}
+        conn = catalog.conns[row[ROW_CONN]]
+        error = extra.get("error") or ""
+        if conn.vendor == "postgresql":
+            cancelled = extra.get("sqlstate") in ("57014", "55P03") and "timeout" in error
+        else:
+            cancelled = error.endswith("interrupted")
+        if not cancelled:
+            continue
+        shape = catalog.shapes[row[ROW_SHAPE]]
+        site = site_text(catalog, row[ROW_SITE])
+        waited = "a lock" if "lock timeout" in error else "its result"
+        findings.append(Finding(
+            rule="query-timeout",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f"query cancelled after {settings['ms']} ms (query_timeout) waiting for "
+                     f"{waited}: {short_sql(shape.fingerprint)} at {site} (alias "
+                     f"{conn.alias}); make it faster or raise the timeout"),
+            hint="an index, a narrower filter, or shorter transactions holding the lock keep "
+                 "it under the timeout; query_timeout(ms) on the test sets the limit",
+            evidence={"ms": settings["ms"], "fingerprint": shape.fingerprint, "site": site,
+                      "alias": conn.alias, "error": error,
+                      "lines": [f"in {unit_label(phase, row[ROW_UNIT])}: {error}"]},
+        ))
+    return findings
+
+
+@register("missing-index")
+def check_missing_index(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    scans = record.facts.get("explain") or []
+    catalog = record.phase("call").catalog
+    findings = []
+    seen: set[tuple[str, str]] = set()
+    for scan in scans:
+        key = (scan["fingerprint_id"], scan["table"])
+        if key in seen:
+            continue
+        seen.add(key)
+        columns = scan["columns"]
+        site = site_text(catalog, scan["site"] if scan["site"] is not None else NO_SITE)
+        if columns:
+            fields = ", ".join(f'"{c}"' for c in columns)
+            fix = f"add models.Index(fields=[{fields}]) to the model of {scan['table']}"
+        else:
+            fix = f"add an index matching the filter to {scan['table']}"
+        findings.append(Finding(
+            rule="missing-index",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f'missing index: sequential scan on "{scan["table"]}" filtering '
+                     f"{scan['filter']} for {short_sql(scan['fingerprint'])} at {site}; "
+                     f"{fix}"),
+            hint="PostgreSQL planned a sequential scan even with enable_seqscan = off, so no "
+                 "index can serve this filter; on a large table every such query reads it all",
+            evidence={"table": scan["table"], "filter": scan["filter"], "columns": columns,
+                      "fingerprint": scan["fingerprint"], "site": site, "alias": scan["alias"],
+                      "lines": [f"alias {scan['alias']}"]},
+        ))
+    return findings
+
+
+_VIA_TEXT = {
+    "variable": "a template variable loaded a relation",
+    "queryset": "the template evaluated a queryset",
+    "tag": "template tag or filter {function}() queried",
+    "context-processor": "context processor {function}() queried",
+}
+
+
+@register("template-query")
+def check_template_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    phase = record.phase("call")
+    catalog = phase.catalog
+    contexts = catalog.contexts
+    groups: dict[tuple[str, str, str | None, int, int, int], int] = {}
+    for row in phase.rows:
+        context_i = row[ROW_CONTEXT]
+        if not context_i:
+            continue
+        query_context = contexts[context_i]
+        if query_context.template is None:
+            continue
+        key = (query_context.template, query_context.template_via or "queryset",
+               query_context.template_function, row[ROW_SHAPE], row[ROW_SITE], row[ROW_UNIT])
+        groups[key] = groups.get(key, 0) + 1
+    findings = []
+    for (template, via, function, shape_i, site_i, unit), count in groups.items():
+        shape = catalog.shapes[shape_i]
+        how = _VIA_TEXT[via].format(function=function or "?")
+        fix = {
+            "variable": "load the relation in the view (select_related / prefetch_related)",
+            "queryset": "evaluate the queryset in the view and pass a list",
+            "tag": "pass the data in from the view instead of querying in the tag",
+            "context-processor": "make the context processor lazy or cache its result",
+        }[via]
+        findings.append(Finding(
+            rule="template-query",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f"query while rendering template {template}: {count}× "
+                     f"{short_sql(shape.fingerprint)} — {how} (render at "
+                     f"{site_text(catalog, site_i)}); {fix}"),
+            hint="queries hidden in templates escape review and query budgets of the view "
+                 "code; keep database access in the view",
+            evidence={"template": template, "via": via, "function": function, "count": count,
+                      "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "lines": [f"in {unit_label(phase, unit)}"]},
+        ))
+    findings.sort(key=lambda f: (-f.evidence["count"], f.message))
+    return findings
+
+
+@register("replica-write")
+def check_replica_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    readonly = tuple(context.options.get("readonly_aliases") or ())
+    if not readonly:
+        return []
+    phase = record.phase("call")
+    catalog = phase.catalog
+    groups: dict[tuple[int, int, int], int] = {}
+    for row in phase.rows:
+        shape = catalog.shapes[row[ROW_SHAPE]]
+        if not shape.is_write or catalog.conns[row[ROW_CONN]].alias not in readonly:
+            continue
+        key = (row[ROW_SHAPE], row[ROW_SITE], row[ROW_CONN])
+        groups[key] = groups.get(key, 0) + 1
+    findings = []
+    for (shape_i, site_i, conn_i), count in groups.items():
+        shape = catalog.shapes[shape_i]
+        alias = catalog.conns[conn_i].alias
+        times = f"{count}× " if count > 1 else ""
+        findings.append(Finding(
+            rule="replica-write",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f'write on read-only alias "{alias}": {times}{short_sql(shape.fingerprint)} '
+                     f"at {site_text(catalog, site_i)}; send writes to the primary "
+                     "(db_for_write in the router, or .using() with a writable alias)"),
+            hint="a replica rejects writes in production (or silently diverges); "
+                 "--dbguard-readonly-alias names the aliases that must stay read-only",
+            evidence={"alias": alias, "count": count, "fingerprint": shape.fingerprint,
+                      "site": site_text(catalog, site_i), "lines": []},
+        ))
+    findings.sort(key=lambda f: f.message)
+    return findings
+
+
+# Session state a transaction pooler (PgBouncer transaction mode) does not carry between
+# transactions: (pattern on the normalised SQL, what it is, the fix).
+_SESSION_STATE = (
+    (re.compile(r"^SET\s+(?!LOCAL\b)(?!TRANSACTION\b)(?:SESSION\s+)?(?!CONSTRAINTS\b)", re.I),
+     "session-level SET", "use SET LOCAL inside a transaction (or set it per role/database)"),
+    (re.compile(r"\bset_config\s*\([^)]*,\s*FALSE\s*\)", re.I), "session-level set_config()",
+     "pass is_local => true inside a transaction"),
+    (re.compile(r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(", re.I),
+     "session advisory lock",
+     "use pg_advisory_xact_lock(), which is released at the end of the transaction"),
+    (re.compile(r"^LISTEN\b", re.I), "LISTEN",
+     "run LISTEN on a dedicated direct connection, not through the pooler"),
+    (re.compile(r"\bWITH\s+HOLD\b", re.I), "WITH HOLD cursor",
+     "use a cursor without WITH HOLD inside a transaction"),
+    (re.compile(r"^PREPARE\b", re.I), "server-side prepared statement",
+     "do not PREPARE statements by hand; let the driver manage prepares (or set "
+     "prepare_threshold=None for psycopg behind PgBouncer < 1.21)"),
+)
+
+
+@register("pgbouncer-unsafe")
+def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    phase = record.phase("call")
+    catalog = phase.catalog
+    groups: dict[tuple[int, int], int] = {}
+    for row in phase.rows:
+        if catalog.conns[row[ROW_CONN]].vendor != "postgresql":
+            continue
+        key = (row[ROW_SHAPE], row[ROW_SITE])
+        groups[key] = groups.get(key, 0) + 1
+    findings = []
+    for (shape_i, site_i), count in groups.items():
+        shape = catalog.shapes[shape_i]
+        for pattern, what, fix in _SESSION_STATE:
+            if pattern.search(shape.fingerprint):
+                findings.append(Finding(
+                    rule="pgbouncer-unsafe",
+                    nodeid=record.nodeid,
+                    phase="call",
+                    message=(f"{what} breaks under transaction pooling: "
+                             f"{short_sql(shape.fingerprint)} at {site_text(catalog, site_i)}; "
+                             f"{fix}"),
+                    hint="behind PgBouncer in transaction mode the next transaction may run on "
+                         "another server connection, where this session state does not exist "
+                         "(or leaks to another client)",
+                    evidence={"kind": what, "count": count, "fingerprint": shape.fingerprint,
+                              "site": site_text(catalog, site_i), "lines": []},
+                ))
+                break
+    findings.sort(key=lambda f: f.message)
+    return findings
