@@ -99,7 +99,7 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
 
 
 def _load_rule_modules() -> None:
-    from . import budget, lifecycle, nplusone, shape  # noqa: F401
+    from . import budget, lifecycle, nplusone, regression, shape  # noqa: F401
 
 
 _load_rule_modules()
