@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from .events import ACTIONS
+from .reporting import baseline as baseline_file
 from .rules import RULES
+from .rules.regression import Tolerance, parse_tolerance
 
 GROUP = "dbguard"
 
@@ -32,6 +34,25 @@ def add_options(parser: pytest.Parser) -> None:
                     help="Write the per-test report as JSON (schema pytest-dbguard/1).")
     group.addoption("--dbguard-show-params", action="store_true", default=False,
                     help="Keep query parameters and raw SQL in reports (redacted by default).")
+    group.addoption("--dbguard-baseline", default=None, metavar="PATH",
+                    help="Compare each test's call-phase queries with this baseline file "
+                         "(schema pytest-dbguard-baseline/1); growth fails under rule "
+                         "'regression'. Records every test.")
+    group.addoption("--dbguard-baseline-update", action="store_true", default=False,
+                    help="Write this run's counts into the --dbguard-baseline file instead of "
+                         "comparing (tests not run keep their entries).")
+    group.addoption("--dbguard-baseline-tolerance", default="0", metavar="N|P%",
+                    help="Extra call-phase queries a test may run over its baseline: N queries "
+                         "or P percent of the baseline count (default 0).")
+    group.addoption("--dbguard-baseline-prune", action="store_true", default=False,
+                    help="With --dbguard-baseline-update: drop entries of tests this run did "
+                         "not select (use with a full run).")
+    group.addoption("--dbguard-md", default=None, metavar="PATH",
+                    help="Write a Markdown summary (works with $GITHUB_STEP_SUMMARY).")
+    group.addoption("--dbguard-html", default=None, metavar="PATH",
+                    help="Write a self-contained HTML report (sortable table, charts).")
+    group.addoption("--dbguard-sarif", default=None, metavar="PATH",
+                    help="Write findings as SARIF 2.1.0 for code scanning.")
     group.addoption("--dbguard-nplusone-threshold", type=int, default=None, metavar="N",
                     help="Repeats of one query shape in one unit of work (the test body or one "
                          "request) that make an N+1, a loop or a duplicate (default 3).")
@@ -83,6 +104,19 @@ class Settings:
     json_path: str | None = None
     show_params: bool = False
     rootdir: str = "."
+    baseline_path: str | None = None
+    # the loaded baseline file (compare mode, or the entries an update merges into)
+    baseline: baseline_file.Baseline | None = None
+    baseline_update: bool = False
+    baseline_prune: bool = False
+    baseline_tolerance: Tolerance = field(default_factory=Tolerance)
+    md_path: str | None = None
+    html_path: str | None = None
+    sarif_path: str | None = None
+
+    @property
+    def compares_baseline(self) -> bool:
+        return self.baseline is not None and not self.baseline_update
     nplusone_threshold: int = 3
     slow_ms: float = 100.0
     query_timeout_ms: int | None = None
@@ -172,6 +206,44 @@ def _non_negative(value: Any, option: str) -> int | None:
     return int(value)
 
 
+def _load_baseline(config: pytest.Config) -> dict[str, Any]:
+    """Baseline options, checked before any test runs: a bad file is a UsageError naming it."""
+    path = config.getoption("dbguard_baseline")
+    update = bool(config.getoption("dbguard_baseline_update"))
+    prune = bool(config.getoption("dbguard_baseline_prune"))
+    tolerance_text = config.getoption("dbguard_baseline_tolerance")
+    try:
+        tolerance = parse_tolerance(tolerance_text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"dbguard: --dbguard-baseline-tolerance: {exc}.") from None
+    if not path:
+        for flag, given in (("--dbguard-baseline-update", update),
+                            ("--dbguard-baseline-prune", prune),
+                            ("--dbguard-baseline-tolerance", tolerance != Tolerance())):
+            if given:
+                raise pytest.UsageError(
+                    f"dbguard: {flag} needs --dbguard-baseline PATH to say which file to use.")
+        return {}
+    if prune and not update:
+        raise pytest.UsageError("dbguard: --dbguard-baseline-prune only applies with "
+                                "--dbguard-baseline-update; add it or drop the prune flag.")
+    absolute = os.path.abspath(path)
+    if update:
+        check_writable(path, "--dbguard-baseline")
+    loaded: baseline_file.Baseline | None
+    if update and not os.path.exists(absolute):
+        loaded = baseline_file.Baseline()
+    else:
+        try:
+            loaded = baseline_file.load(absolute)
+        except baseline_file.BaselineError as exc:
+            fix = (" Fix or delete it, then rerun with --dbguard-baseline-update."
+                   if "does not exist" not in str(exc) else "")
+            raise pytest.UsageError(f"dbguard: baseline file {path!r} {exc}.{fix}") from None
+    return {"baseline_path": absolute, "baseline": loaded, "baseline_update": update,
+            "baseline_prune": prune, "baseline_tolerance": tolerance}
+
+
 def rewrite_bare_stress_flag(args: list[str]) -> bool:
     """`--dbguard-stress tests/` must not read `tests/` as the thread count.
 
@@ -228,6 +300,12 @@ def load_settings(config: pytest.Config) -> Settings:
     json_path = config.getoption("dbguard_json")
     if json_path:
         json_path = check_writable(json_path, "--dbguard-json")
+    reports: dict[str, Any] = {}
+    for key, option in (("md_path", "--dbguard-md"), ("html_path", "--dbguard-html"),
+                        ("sarif_path", "--dbguard-sarif")):
+        value = config.getoption(option[2:].replace("-", "_"))
+        if value:
+            reports[key] = check_writable(value, option)
     threshold = config.getoption("dbguard_nplusone_threshold")
     if threshold is not None and threshold < 2:
         raise pytest.UsageError(
@@ -266,6 +344,8 @@ def load_settings(config: pytest.Config) -> Settings:
         json_path=json_path,
         show_params=bool(config.getoption("dbguard_show_params")),
         rootdir=str(config.rootpath),
+        **reports,
+        **_load_baseline(config),
         **_stress_settings(config),
     )
 

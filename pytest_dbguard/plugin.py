@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import traceback
 from collections.abc import Generator
 from typing import Any
@@ -38,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = DbguardSession(config, settings)
     config.stash[SESSION] = session
     config.pluginmanager.register(ReportCollector(session), "dbguard-report-collector")
+    if config.pluginmanager.hasplugin("xdist"):
+        from .xdist import XdistBridge
+
+        config.pluginmanager.register(XdistBridge(session), "dbguard-xdist")
 
 
 def _session(config: pytest.Config) -> DbguardSession | None:
@@ -61,6 +66,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
                      f"lock-wait={settings.lock_wait_ms} ms, seed={settings.stress_seed} "
                      f"(repeat with --dbguard-stress-seed={settings.stress_seed})")
     return lines or None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    dbguard = _session(session.config)
+    if dbguard is not None:
+        dbguard.note_selected([item.nodeid for item in session.items])
 
 
 # -- per test: record each phase, judge, report ---------------------------------------------
@@ -124,7 +135,18 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any
     if session is None or fixturedef.scope == "function":
         return (yield)
     with session.shared_fixture():
-        return (yield)
+        result = yield
+    # Finalizers run last-in first-out: this one runs just before the fixture's own teardown,
+    # and pytest_fixture_post_finalizer just after it, so teardown queries are shared too.
+    fixturedef.addfinalizer(functools.partial(session.begin_shared_teardown, id(fixturedef)))
+    return result
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any],
+                                  request: pytest.FixtureRequest) -> None:
+    session = _session(request.config)
+    if session is not None and fixturedef.scope != "function":
+        session.end_shared_teardown(id(fixturedef))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -137,6 +159,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     entry = None
     found: list[Any] = []
     try:
+        if call.when == "call":
+            state.call_completed = call.excinfo is None
         if call.when in ("call", "teardown"):
             found = session.judge(state, stage=call.when, excinfo=call.excinfo)
         if call.when == "teardown":

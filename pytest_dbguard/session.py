@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +18,9 @@ from . import markers
 from .config import Settings
 from .events import Finding, Query, TestRecord
 from .recording.recorder import Hub, TestRecorder, build_phase
+from .reporting import baseline as baseline_file
 from .reporting import json_report, terminal
-from .reporting.entries import test_entry
+from .reporting.entries import RunResults, test_entry
 from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
 from .rules.shape import QueryTimeout
@@ -34,7 +35,8 @@ OUR_MARKERS = ("query_budget", "query_timeout", "stress")
 STRESS_RULES = ("deadlock", "lock-wait", "stress-hang")
 # A stressed body runs threads x rounds times in one phase: every query repeats by design and
 # lock waits make queries slow. These rules judge the test's normal (unstressed) run instead.
-STRESS_SUSPENDED_RULES = ("budget", "nplusone", "nplusone-loop", "duplicate", "slow-query")
+STRESS_SUSPENDED_RULES = ("budget", "nplusone", "nplusone-loop", "duplicate", "slow-query",
+                          "regression")
 # pytest-django fixtures that give a test real commits, visible to other connections.
 TRANSACTIONAL_FIXTURES = frozenset({"transactional_db", "live_server", "django_db_reset_sequences",
                                     "django_db_serialized_rollback"})
@@ -72,6 +74,7 @@ class TestState:
     started: float = field(default_factory=time.perf_counter)
     findings: list[Finding] = field(default_factory=list)
     record: TestRecord | None = None
+    call_completed: bool = False
     stress: StressPlan | None = None
 
 
@@ -90,10 +93,23 @@ class DbguardSession:
         self._django_missing_noted = False
         self._stress_vendor_noted = False
         self._closers: list[Any] = []
+        # xdist: shared-fixture query totals per worker ("main" without xdist), the SQL of
+        # every fingerprint seen, the tests each collection selected, workers that crashed
+        self.shared_by_worker: dict[str, int] = {}
+        self.sql: dict[str, str] = {}
+        self.selected: set[str] | None = None
+        self.crashed_workers: list[str] = []
+        self._results: RunResults | None = None
+        self._new_baseline: baseline_file.Baseline | None = None
+        self._shared_teardowns: dict[int, ExitStack] = {}
 
     # -- deciding what to record ----------------------------------------------------------
+    @property
+    def records_every_test(self) -> bool:
+        return self.settings.enabled or self.settings.baseline is not None
+
     def wants_recording(self, item: pytest.Item) -> bool:
-        if self.settings.enabled:
+        if self.records_every_test:
             return True
         if any(item.get_closest_marker(name) for name in OUR_MARKERS):
             return True
@@ -184,6 +200,14 @@ class DbguardSession:
             actions["budget"] = self.settings.actions.get("budget", "fail")
         if timeout is not None:
             actions["query-timeout"] = self.settings.actions.get("query-timeout", "fail")
+        options: dict[str, Any] = self.settings.rule_options()
+        if self.settings.compares_baseline:
+            assert self.settings.baseline is not None
+            options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
+            options["baseline_tolerance"] = self.settings.baseline_tolerance
+            actions["regression"] = self.settings.actions.get("regression", "fail")
+        else:
+            actions["regression"] = "off"
         if plan is not None:
             # --dbguard-stress turns the stress rules on for the tests it stresses
             for rule_id in STRESS_RULES:
@@ -194,7 +218,7 @@ class DbguardSession:
             nodeid=item.nodeid,
             budget=budget,
             max_queries=self.settings.max_queries if self.settings.enabled else None,
-            options=self.settings.rule_options(),
+            options=options,
         )
         state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
                           timeout=timeout)
@@ -304,6 +328,19 @@ class DbguardSession:
         with self.hub.shared_fixture():
             yield
 
+    def begin_shared_teardown(self, key: int) -> None:
+        """A session/module fixture starts its teardown: charge its queries to the session."""
+        if self.hub is None:
+            return
+        stack = ExitStack()
+        stack.enter_context(self.hub.shared_fixture())
+        self._shared_teardowns[key] = stack
+
+    def end_shared_teardown(self, key: int) -> None:
+        stack = self._shared_teardowns.pop(key, None)
+        if stack is not None:
+            stack.close()
+
     # -- judging ----------------------------------------------------------------------------
     def judge(self, state: TestState, stage: str, excinfo: Any = None) -> list[Finding]:
         assert state.recorder is not None
@@ -321,7 +358,10 @@ class DbguardSession:
         record = state.record or (state.recorder.record() if state.recorder else None)
         assert record is not None
         duration_ms = (time.perf_counter() - state.started) * 1000.0
-        entry = test_entry(record, state.findings, duration_ms)
+        path, line = item.location[0], item.location[1]
+        entry = test_entry(record, state.findings, duration_ms,
+                           call_completed=state.call_completed,
+                           location=(path.replace("\\", "/"), (line or 0) + 1))
         if self.hub is not None:
             self.shared_fixture_queries = self.hub.shared_query_count
             self.hub.finish_test()
@@ -340,8 +380,50 @@ class DbguardSession:
         if entry is not None:
             self.entries[nodeid] = entry
             if "shared_fixture_queries" in entry:
-                self.shared_fixture_queries = max(self.shared_fixture_queries,
-                                                  entry["shared_fixture_queries"])
+                # each entry carries its worker's running total: the last one seen stands in
+                # for a worker that crashed before sending its final numbers
+                worker = _worker_id(report)
+                self.shared_by_worker[worker] = max(self.shared_by_worker.get(worker, 0),
+                                                    entry["shared_fixture_queries"])
+                self.shared_fixture_queries = sum(self.shared_by_worker.values())
+
+    def note_selected(self, nodeids: list[str]) -> None:
+        """Tests a collection selected (after -k/-m): what --dbguard-baseline-prune keeps."""
+        if self.selected is None:
+            self.selected = set()
+        self.selected.update(nodeids)
+
+    # -- xdist: session-level data crosses from workers through workeroutput ---------------
+    def worker_payload(self) -> dict[str, Any]:
+        """Plain data for the controller; per-test entries travel on the reports instead."""
+        return {
+            "shared_fixture_queries": self.hub.shared_query_count if self.hub else 0,
+            "internal_errors": list(self.internal_errors),
+            "notes": list(self.notes),
+            "sql": self.seen_sql(),
+        }
+
+    def merge_worker(self, worker: str, payload: dict[str, Any] | None,
+                     error: object = None) -> None:
+        if error is not None:
+            self.crashed_workers.append(f"{worker}: {error}".strip())
+        if not payload:
+            return
+        self.shared_by_worker[worker] = int(payload.get("shared_fixture_queries", 0))
+        self.shared_fixture_queries = sum(self.shared_by_worker.values())
+        self.internal_errors.extend(f"[{worker}] {e}" for e in payload.get("internal_errors", ()))
+        for note in payload.get("notes", ()):
+            if note not in self.notes:
+                self.notes.append(note)
+        self.sql.update(payload.get("sql", {}))
+
+    def seen_sql(self) -> dict[str, str]:
+        sql = dict(self.sql)
+        if self.hub is not None:
+            for shape in self.hub.catalog.shapes:
+                if not shape.is_transaction_control:
+                    sql.setdefault(shape.fingerprint_id, shape.fingerprint)
+        return sql
 
     def finished_entries(self) -> list[dict[str, Any]]:
         entries = []
@@ -352,17 +434,89 @@ class DbguardSession:
             entries.append(entry)
         return entries
 
+    def results(self) -> RunResults:
+        """The merged run, computed once the run is over (writers and the terminal share it)."""
+        if self._results is not None:
+            return self._results
+        entries = sorted(self.finished_entries(), key=lambda e: e["nodeid"])
+        results = RunResults(entries=entries, shared_fixture_queries=self.shared_fixture_queries,
+                             sql=self.seen_sql(), crashed_workers=list(self.crashed_workers),
+                             notes=list(self.notes))
+        if self.records_every_test and self.entries:
+            results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
+        settings = self.settings
+        if settings.baseline is not None:
+            if settings.baseline_update:
+                self._new_baseline, results.baseline_update = baseline_file.updated(
+                    settings.baseline, entries, results.sql, self.selected,
+                    settings.baseline_prune)
+            else:
+                results.comparison = baseline_file.compare(settings.baseline, entries,
+                                                           settings.baseline_tolerance)
+        results.notes.extend(self._run_notes(results))
+        self._results = results
+        return results
+
+    def _run_notes(self, results: RunResults) -> list[str]:
+        notes = []
+        if results.crashed_workers:
+            notes.append("xdist workers crashed: " + "; ".join(results.crashed_workers))
+        if results.missing_records:
+            shown = ", ".join(results.missing_records[:10])
+            more = len(results.missing_records) - 10
+            notes.append(f"no dbguard record for {len(results.missing_records)} tests (worker "
+                         f"crash or internal error): {shown}" + (f" and {more} more"
+                                                                 if more > 0 else ""))
+        comparison = results.comparison
+        if comparison is not None:
+            notes.append(
+                f"baseline {self.settings.baseline_path}: {len(comparison.regressions)} "
+                f"regressions"
+                + (f" ({len(comparison.allowed)} more allowed)" if comparison.allowed else "")
+                + f", {len(comparison.within_tolerance)} within tolerance "
+                f"{comparison.tolerance}, {len(comparison.improvements)} improved, "
+                f"{len(comparison.new_tests)} new tests not in the baseline")
+            if comparison.improvements:
+                notes.append("tests now run fewer queries than the baseline: lock the gain in "
+                             "with --dbguard-baseline-update")
+        update = results.baseline_update
+        if update is not None:
+            notes.append(
+                f"baseline {self.settings.baseline_path} updated: {len(update.added)} added, "
+                f"{len(update.changed)} changed, {len(update.pruned)} pruned")
+            if update.not_updated:
+                notes.append(f"{len(update.not_updated)} tests kept their old baseline entry "
+                             f"because their body did not run to the end (skipped, failed "
+                             f"with an exception, errored)")
+        return notes
+
     def terminal_lines(self, verbosity: int) -> list[str]:
-        entries = self.finished_entries()
-        warnings = [f for e in entries for f in e["findings"]
+        results = self.results()
+        warnings = [f for e in results.entries for f in e["findings"]
                     if f["action"] == "warn" and not f.get("allowed")]
-        return terminal.summary_lines(entries, self.shared_fixture_queries, verbosity,
-                                      warnings, self.notes)
+        return terminal.summary_lines(results.entries, results.shared_fixture_queries,
+                                      verbosity, warnings, results.notes)
 
     def write_reports(self) -> None:
-        if self.settings.json_path:
-            document = json_report.build(self.finished_entries(), self.shared_fixture_queries)
-            json_report.write(self.settings.json_path, document)
+        """Write every requested report; the baseline last, so a failing writer leaves it."""
+        # imported here: a run that asks for no report never loads the writers
+        from .reporting import html, markdown, sarif
+
+        settings = self.settings
+        results = self.results()
+        if settings.json_path:
+            document = json_report.build(results.entries, results.shared_fixture_queries)
+            document["summary"] = results.summary()
+            json_report.write(settings.json_path, document)
+        if settings.md_path:
+            markdown.write(settings.md_path, results)
+        if settings.html_path:
+            html.write(settings.html_path, results)
+        if settings.sarif_path:
+            sarif.write(settings.sarif_path, results)
+        if settings.baseline is not None and settings.baseline_update:
+            assert settings.baseline_path is not None and self._new_baseline is not None
+            baseline_file.write(settings.baseline_path, self._new_baseline)
 
 
 def _transactional(item: pytest.Item) -> bool | None:
@@ -389,6 +543,13 @@ def _is_unittest(item: pytest.Item) -> bool:
 
 
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}
+
+
+def _worker_id(report: pytest.TestReport) -> str:
+    # pytest-xdist sets report.node (the WorkerController) on reports it relays
+    node = getattr(report, "node", None)
+    gateway = getattr(node, "gateway", None)
+    return str(getattr(gateway, "id", "main"))
 
 
 def _outcome_of(report: pytest.TestReport) -> str | None:

@@ -252,6 +252,11 @@ class DjangoTaps:
         recorder = self.hub.recorder
         if recorder is None or recorder.current_phase is None:
             return
+        if self.hub.rows is self.hub.shared_rows:
+            # opened by a session/module-scoped fixture (pytest-django's database set-up): it
+            # belongs to the session like that fixture's queries, not to whichever test
+            # happened to run first (which differs with and without xdist)
+            return
         raw = connection.connection
         raw_ref = weakref.ref(raw) if _weakrefable(raw) else None
         conn_ref = weakref.ref(connection)

@@ -99,6 +99,13 @@ class LifecycleProbe:
                                      "test_ident": self.test_ident}
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
+        from django.db import connections
+
+        # The test thread's connection may have opened during a shared fixture (database
+        # set-up) after start_test looked: count it at every phase end so the peak does not
+        # depend on which test happened to run first in this process.
+        self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
+        self.taps.note_peak(recorder)
         facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
                                                       "connections": []})
         facts["txstate"][phase] = self._test_thread_states()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import PHASES, Finding, TestRecord
@@ -11,8 +12,14 @@ SCHEMA = "pytest-dbguard/1"
 TOP_FINGERPRINTS = 5
 
 
-def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float) -> dict[str, Any]:
-    """The JSON form of one test; the same dict travels from xdist workers to the controller."""
+def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, *,
+               call_completed: bool = True,
+               location: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The JSON form of one test; the same dict travels from xdist workers to the controller.
+
+    `call_completed` says the test body returned (the baseline only takes counts of bodies that
+    ran to the end); `location` is the test function's file and 1-based line.
+    """
     by_alias: dict[str, dict[str, int]] = {}
     for phase_name in PHASES:
         for alias, count in record.phase(phase_name).by_alias:
@@ -36,6 +43,13 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float) 
         "vendors": list(record.vendors),
         "findings": [dict(f.to_dict(), nodeid=record.nodeid) for f in findings],
         "top_fingerprints": [fp.to_dict() for fp in call.fingerprints[:TOP_FINGERPRINTS]],
+        # the whole call-phase multiset (fingerprint id -> count): what the baseline stores
+        "call_fingerprints": dict(sorted(
+            (fp.fingerprint_id, fp.count) for fp in call.fingerprints
+            if not fp.is_transaction_control
+        )),
+        "call_completed": call_completed,
+        "location": {"path": location[0], "line": location[1]} if location else None,
         # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
         "stress": record.facts.get("stress"),
     }
@@ -74,3 +88,32 @@ def top_tests(entries: list[dict[str, Any]], limit: int = 5) -> list[dict[str, A
     ranked = [e for e in entries if e["queries"]["call"]]
     ranked.sort(key=lambda e: (-e["queries"]["call"], e["nodeid"]))
     return ranked[:limit]
+
+
+@dataclass
+class RunResults:
+    """Everything the end-of-run report writers need, merged across xdist workers.
+
+    `entries` are finished entries (outcome filled in) sorted by nodeid; `sql` maps the
+    fingerprint ids this run saw to their normalised SQL; `comparison` / `baseline_update` are
+    reporting.baseline.Comparison / Update when a baseline was given.
+    """
+
+    entries: list[dict[str, Any]]
+    shared_fixture_queries: int = 0
+    sql: dict[str, str] = field(default_factory=dict)
+    comparison: Any = None
+    baseline_update: Any = None
+    missing_records: list[str] = field(default_factory=list)
+    crashed_workers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        summary = summarise(self.entries, self.shared_fixture_queries)
+        if self.comparison is not None:
+            summary["baseline"] = self.comparison.summary()
+        if self.baseline_update is not None:
+            summary["baseline_update"] = self.baseline_update.summary()
+        if self.missing_records:
+            summary["missing_records"] = list(self.missing_records)
+        return summary

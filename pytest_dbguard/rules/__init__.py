@@ -105,7 +105,7 @@ _SEVERITY = {"off": 0, "warn": 1, "fail": 2}
 
 
 def _load_rule_modules() -> None:
-    from . import budget, lifecycle, nplusone, shape, stress  # noqa: F401
+    from . import budget, lifecycle, nplusone, regression, shape, stress  # noqa: F401
 
 
 _load_rule_modules()
