@@ -45,3 +45,7 @@ else:
             "TEST": {"NAME": BASE_DIR / "test_bookstore.sqlite3"},
         }
     }
+
+# A read replica: same server in this example; in tests it mirrors the default database, and
+# `--dbguard-readonly-alias replica` (pytest.ini) makes any write through it a finding.
+DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}

@@ -1,7 +1,7 @@
 """Catalog views of the example bookstore."""
 
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, render
 
 from .models import Author, Book
 
@@ -21,3 +21,8 @@ def author_detail(request, author_id):
     author = get_object_or_404(Author, pk=author_id)
     titles = list(author.books.order_by("title").values_list("title", flat=True))
     return JsonResponse({"name": author.name, "books": titles})
+
+
+def shelf(request):
+    # the template asks each book for its review count: queries while rendering
+    return render(request, "catalog/shelf.html", {"books": Book.objects.order_by("title")})
