@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,14 +96,23 @@ class Catalog:
     by the garbage collector, which keeps per-query cost flat however long a test runs.
     """
 
-    __slots__ = ("shapes", "sites", "conns", "contexts")
+    __slots__ = ("shapes", "sites", "conns", "contexts", "lock")
 
     def __init__(self) -> None:
+        # Taps on several threads add entries; an index must never be handed out twice, and a
+        # key (call site, SQL text) must map to one index. First sightings only: the hot path
+        # reads without the lock.
+        self.lock = threading.Lock()
         self.shapes: list[SqlShape] = []
         self.sites: list[CallSite] = []
         self.conns: list[ConnInfo] = []
         # index 0 is "no context": the value of ROW_CONTEXT for almost every query
         self.contexts: list[QueryContext] = [NO_CONTEXT]
+
+    def add(self, table: list[Any], item: Any) -> int:
+        """Append under the lock and return the new index (callers hold the lock already)."""
+        table.append(item)
+        return len(table) - 1
 
 
 # The slots of a recorded query row. ROW_CONTEXT indexes Catalog.contexts (0: none).

@@ -220,11 +220,11 @@ class FrameClassifier:
                                bypassed_prefetch=bypassed, template=template,
                                template_via=via, template_function=function,
                                suppressed=suppressed)
-        found = self._context_index.get(context)
-        if found is None:
-            found = len(self.catalog.contexts)
-            self.catalog.contexts.append(context)
-            self._context_index[context] = found
+        with self.catalog.lock:
+            found = self._context_index.get(context)
+            if found is None:
+                found = self.catalog.add(self.catalog.contexts, context)
+                self._context_index[context] = found
         return found
 
     def _descriptor_relation(self, frame: FrameType) -> Relation | None:
@@ -299,14 +299,14 @@ class FrameClassifier:
     def add_site(self, frame: FrameType) -> int:
         """Index of the call site at `frame`'s current instruction, added on first sight."""
         code = frame.f_code
-        by_offset = self.site_index.setdefault(id(code), {})
-        found = by_offset.get(frame.f_lasti)
-        if found is None:
-            sites = self.catalog.sites
-            found = len(sites)
-            sites.append(CallSite(self.display_path(code.co_filename), frame.f_lineno or 0,
-                                  code.co_name))
-            by_offset[frame.f_lasti] = found
+        with self.catalog.lock:
+            by_offset = self.site_index.setdefault(id(code), {})
+            found = by_offset.get(frame.f_lasti)
+            if found is None:
+                site = CallSite(self.display_path(code.co_filename), frame.f_lineno or 0,
+                                code.co_name)
+                found = self.catalog.add(self.catalog.sites, site)
+                by_offset[frame.f_lasti] = found
         return found
 
     def display_path(self, filename: str) -> str:

@@ -64,9 +64,8 @@ def make_tap(hub: Hub, alias: str, vendor: str,
     """
     thread = threading.current_thread()
     thread_ident = thread.ident
-    conns = hub.catalog.conns
-    conn_index = len(conns)
-    conns.append(ConnInfo(alias, vendor, thread.name))
+    with hub.catalog.lock:
+        conn_index = hub.catalog.add(hub.catalog.conns, ConnInfo(alias, vendor, thread.name))
     classifier = hub.classifier
     kinds = classifier.kinds
     site_index = classifier.site_index

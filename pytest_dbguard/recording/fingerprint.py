@@ -101,19 +101,20 @@ class Fingerprinter:
             return found
         prekey = _LITERAL_RE.sub("?", sql)
         found = self._by_prekey.get(prekey)
-        if found is None:
-            shape = make_shape(sql)
-            found = self._by_id.get(shape.fingerprint_id)
-            if found is None:
-                found = len(self.catalog.shapes)
-                self.catalog.shapes.append(shape)
-                self._by_id[shape.fingerprint_id] = found
-            if len(self._by_prekey) >= self._max:
-                self._by_prekey.clear()
-            self._by_prekey[prekey] = found
-        if len(self.by_sql) >= self._max:
-            self.by_sql.clear()
-        self.by_sql[sql] = found
+        shape = make_shape(sql) if found is None else None
+        with self.catalog.lock:
+            if shape is not None:
+                found = self._by_id.get(shape.fingerprint_id)
+                if found is None:
+                    found = self.catalog.add(self.catalog.shapes, shape)
+                    self._by_id[shape.fingerprint_id] = found
+                if len(self._by_prekey) >= self._max:
+                    self._by_prekey.clear()
+                self._by_prekey[prekey] = found
+            assert found is not None
+            if len(self.by_sql) >= self._max:
+                self.by_sql.clear()
+            self.by_sql[sql] = found
         return found
 
 
