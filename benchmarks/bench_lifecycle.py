@@ -45,8 +45,9 @@ def test_catalog(n):
 def run(project: Path, env: dict[str, str], *args: str) -> float:
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_bench.py",
-         *args],
+        # the example's addopts name dbguard options, unknown under -p no:dbguard
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-o",
+         "addopts=-p no:cacheprovider", "tests/test_bench.py", *args],
         cwd=project, env=env, capture_output=True, text=True,
     )
     elapsed = time.perf_counter() - start

@@ -5,14 +5,22 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .events import ACTIONS
-from .reporting import baseline as baseline_file
-from .rules import RULES
-from .rules.regression import Tolerance, parse_tolerance
+from .rules import ACTIONS, RULES
+
+if TYPE_CHECKING:  # loaded only when a baseline option is given
+    from .reporting import baseline as baseline_file
+    from .rules.regression import Tolerance
+
+
+def _no_tolerance() -> Tolerance:
+    from .rules.regression import Tolerance
+
+    return Tolerance()
+
 
 GROUP = "dbguard"
 
@@ -101,27 +109,47 @@ class Settings:
     actions: dict[str, str] = field(default_factory=dict)
     max_queries: int | None = None
     max_connections: int | None = None
-    json_path: str | None = None
     show_params: bool = False
     rootdir: str = "."
-    baseline_path: str | None = None
-    # the loaded baseline file (compare mode, or the entries an update merges into)
-    baseline: baseline_file.Baseline | None = None
-    baseline_update: bool = False
-    baseline_prune: bool = False
-    baseline_tolerance: Tolerance = field(default_factory=Tolerance)
+    # reports
+    json_path: str | None = None
     md_path: str | None = None
     html_path: str | None = None
     sarif_path: str | None = None
-
-    @property
-    def compares_baseline(self) -> bool:
-        return self.baseline is not None and not self.baseline_update
+    # baseline: the loaded file (compare mode, or the entries an update merges into)
+    baseline_path: str | None = None
+    baseline: baseline_file.Baseline | None = None
+    baseline_update: bool = False
+    baseline_prune: bool = False
+    baseline_tolerance: Tolerance = field(default_factory=_no_tolerance)
+    # query-shape rules
     nplusone_threshold: int = 3
     slow_ms: float = 100.0
     query_timeout_ms: int | None = None
     explain: bool = False
     readonly_aliases: tuple[str, ...] = ()
+    # stress mode: None = off; 0 = each marker's own thread count; N = N threads
+    stress_threads: int | None = None
+    stress_scope: str = "marked"
+    stress_timeout: float | None = None
+    stress_seed: int = 0
+    lock_wait_ms: int = DEFAULT_LOCK_WAIT_MS
+
+    @property
+    def compares_baseline(self) -> bool:
+        return self.baseline is not None and not self.baseline_update
+
+    @property
+    def stress(self) -> bool:
+        return self.stress_threads is not None
+
+    @property
+    def needs_session_now(self) -> bool:
+        """Whether this run asked for dbguard as a whole (else it wakes up on the first test
+        that uses a dbguard marker or the fixture, and an idle install costs nothing)."""
+        return bool(self.enabled or self.json_path or self.md_path or self.html_path
+                    or self.sarif_path or self.baseline_path or self.stress
+                    or self.query_timeout_ms)
 
     def rule_options(self) -> dict[str, Any]:
         """What rules read from TestContext.options."""
@@ -131,16 +159,6 @@ class Settings:
             "readonly_aliases": self.readonly_aliases,
             "max_connections": self.max_connections,
         }
-    # stress mode: None = off; 0 = each marker's own thread count; N = N threads
-    stress_threads: int | None = None
-    stress_scope: str = "marked"
-    stress_timeout: float | None = None
-    stress_seed: int = 0
-    lock_wait_ms: int = DEFAULT_LOCK_WAIT_MS
-
-    @property
-    def stress(self) -> bool:
-        return self.stress_threads is not None
 
     def action_for(self, rule_id: str, marker_driven: bool = False) -> str:
         """The action of a rule for one test: explicit setting, else --dbguard default, else off.
@@ -212,6 +230,11 @@ def _load_baseline(config: pytest.Config) -> dict[str, Any]:
     update = bool(config.getoption("dbguard_baseline_update"))
     prune = bool(config.getoption("dbguard_baseline_prune"))
     tolerance_text = config.getoption("dbguard_baseline_tolerance")
+    if not path and not update and not prune and tolerance_text in (None, "0"):
+        return {}  # the common case: no baseline, nothing to import
+    from .reporting import baseline as baseline_file
+    from .rules.regression import Tolerance, parse_tolerance
+
     try:
         tolerance = parse_tolerance(tolerance_text)
     except ValueError as exc:

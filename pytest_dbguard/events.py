@@ -8,7 +8,6 @@ from typing import Any
 
 PHASES = ("setup", "call", "teardown")
 
-ACTIONS = ("fail", "warn", "off")
 
 
 @dataclass(frozen=True, slots=True)

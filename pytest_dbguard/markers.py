@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .rules import RULES
-from .rules.budget import Budget
-from .rules.shape import QueryTimeout
-from .stress import StressSpec
+
+if TYPE_CHECKING:  # the parsed forms are imported when a marker is first parsed
+    from .rules.budget import Budget
+    from .rules.shape import QueryTimeout
+    from .stress import StressSpec
 
 MARKERS = {
     "query_budget": "query_budget(n, *, using=None, count_tx=False): fail the test if its call "
@@ -53,6 +55,8 @@ def query_budget(n: int, *, using: str | list[str] | None = None,
         raise MarkerError(f"n must be 0 or more, got {n}")
     if not isinstance(count_tx, bool):
         raise MarkerError(f"count_tx must be True or False, got {count_tx!r}")
+    from .rules.budget import Budget
+
     return Budget(limit=n, using=_aliases(using, "query_budget"), count_tx=count_tx)
 
 
@@ -61,6 +65,8 @@ def query_timeout(ms: int, *, using: str | list[str] | None = None) -> QueryTime
         raise MarkerError(f"ms must be a whole number of milliseconds, got {ms!r}")
     if ms <= 0:
         raise MarkerError(f"ms must be more than 0, got {ms}")
+    from .rules.shape import QueryTimeout
+
     return QueryTimeout(ms=ms, using=_aliases(using, "query_timeout"))
 
 
@@ -88,6 +94,8 @@ def stress(threads: int = 4, rounds: int = 3, timeout: float = 10.0) -> StressSp
         raise MarkerError(f"timeout must be a number of seconds, got {timeout!r}")
     if not timeout > 0:
         raise MarkerError(f"timeout must be more than 0 seconds, got {timeout}")
+    from .stress import StressSpec
+
     return StressSpec(threads=threads, rounds=rounds, timeout=float(timeout))
 
 

@@ -6,16 +6,21 @@ import copy
 import functools
 import traceback
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import config as dbguard_config
 from . import markers
-from .session import DbguardFixture, DbguardSession, TestState, failure_text
 
-SESSION = pytest.StashKey[DbguardSession]()
-TEST_STATE = pytest.StashKey[TestState | None]()
+if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbguard is used
+    from .session import DbguardFixture, DbguardSession, TestState  # noqa: F401
+
+SETTINGS = pytest.StashKey[dbguard_config.Settings]()
+SESSION = pytest.StashKey["DbguardSession"]()
+TEST_STATE = pytest.StashKey["TestState | None"]()
+# markers and fixtures that make a test need dbguard even when the run did not turn it on
+_WAKING_MARKERS = ("query_budget", "query_timeout", "stress")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,17 +41,37 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
     settings = dbguard_config.load_settings(config)
-    session = DbguardSession(config, settings)
-    config.stash[SESSION] = session
-    config.pluginmanager.register(ReportCollector(session), "dbguard-report-collector")
+    config.stash[SETTINGS] = settings
+    config.pluginmanager.register(ReportCollector(config), "dbguard-report-collector")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist import XdistBridge
 
-        config.pluginmanager.register(XdistBridge(session), "dbguard-xdist")
+        config.pluginmanager.register(XdistBridge(config), "dbguard-xdist")
+    if settings.needs_session_now:
+        start_session(config)
+
+
+def start_session(config: pytest.Config) -> DbguardSession:
+    """The run's DbguardSession, created on first need: an idle install imports none of it."""
+    session = config.stash.get(SESSION, None)
+    if session is None:
+        from .session import DbguardSession
+
+        session = config.stash[SESSION] = DbguardSession(config, config.stash[SETTINGS])
+    return session
 
 
 def _session(config: pytest.Config) -> DbguardSession | None:
     return config.stash.get(SESSION, None)
+
+
+def _session_for(item: pytest.Item) -> DbguardSession | None:
+    session = _session(item.config)
+    if session is None and SETTINGS in item.config.stash and (
+            "dbguard" in getattr(item, "fixturenames", ())
+            or any(item.get_closest_marker(name) for name in _WAKING_MARKERS)):
+        session = start_session(item.config)
+    return session
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -78,7 +103,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
-    session = _session(item.config)
+    session = _session_for(item)
     state = None
     if session is not None:
         try:
@@ -177,6 +202,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     report: pytest.TestReport = yield
     failing = [f for f in found if f.action == "fail" and not f.allowed_reason]
     if failing and not hasattr(report, "wasxfail"):
+        from .session import failure_text
+
         text = failure_text(failing)
         if report.passed:
             report.outcome = "failed"
@@ -191,14 +218,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 class ReportCollector:
     """Registered per run: pytest_runtest_logreport carries no config, so the hook needs `self`.
 
-    On an xdist controller this is where workers' per-test entries arrive, inside their reports.
+    On an xdist controller this is where workers' per-test entries arrive, inside their reports
+    (the controller runs no test, so an entry is what wakes its session up).
     """
 
-    def __init__(self, session: DbguardSession) -> None:
-        self.session = session
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.session.collect_report(report)
+        session = _session(self.config)
+        if session is None and getattr(report, "dbguard_entry", None) is not None:
+            session = start_session(self.config)
+        if session is not None:
+            session.collect_report(report)
 
 
 @pytest.fixture
@@ -208,6 +240,8 @@ def dbguard(request: pytest.FixtureRequest) -> DbguardFixture:
     state = request.node.stash.get(TEST_STATE, None)
     if session is None or state is None or state.recorder is None:
         pytest.fail(dbguard_config_error(), pytrace=False)
+    from .session import DbguardFixture
+
     return DbguardFixture(state)
 
 

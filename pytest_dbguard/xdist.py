@@ -12,26 +12,40 @@ from typing import Any
 
 import pytest
 
-from .session import DbguardSession
-
 PAYLOAD_KEY = "dbguard"
 
 
 class XdistBridge:
-    def __init__(self, session: DbguardSession) -> None:
-        self.session = session
+    """Looks the run's session up when it needs it: sessions start lazily (see plugin.py)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
 
     # -- worker side ----------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from .plugin import _session
+
+        dbguard = _session(self.config)
         workeroutput = getattr(session.config, "workeroutput", None)
-        if workeroutput is not None:
-            workeroutput[PAYLOAD_KEY] = self.session.worker_payload()
+        if workeroutput is not None and dbguard is not None:
+            workeroutput[PAYLOAD_KEY] = dbguard.worker_payload()
 
     # -- controller side ------------------------------------------------------------------
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        self.session.note_selected(list(ids))
+        from .plugin import _session
+
+        dbguard = _session(self.config)
+        if dbguard is not None:
+            dbguard.note_selected(list(ids))
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
+        from .plugin import _session, start_session
+
         output = getattr(node, "workeroutput", None) or {}
-        self.session.merge_worker(str(node.gateway.id), output.get(PAYLOAD_KEY), error)
+        payload = output.get(PAYLOAD_KEY)
+        dbguard = _session(self.config)
+        if dbguard is None and (payload is not None or error is not None):
+            dbguard = start_session(self.config)
+        if dbguard is not None:
+            dbguard.merge_worker(str(node.gateway.id), payload, error)

@@ -112,7 +112,7 @@ def test_internal_error_is_reported_as_the_plugins(djproject):
         def broken(record, context):
             raise RuntimeError("boom in a rule")
 
-        rules.CHECKS["budget"] = broken
+        rules.load_checks()["budget"] = broken
     ''')
     djproject.write_test(TWO_TESTS)
     result = djproject.run("--dbguard")

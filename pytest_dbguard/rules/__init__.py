@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..events import Finding, TestRecord
+if TYPE_CHECKING:  # the registry is read at start-up; rule modules load on first use
+    from ..events import Finding, TestRecord
+
+ACTIONS = ("fail", "warn", "off")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class TestContext:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-Check = Callable[[TestRecord, TestContext], Iterable[Finding]]
+Check = Callable[["TestRecord", TestContext], Iterable["Finding"]]
 # rule id -> check; rule families register themselves on import (see rules/budget.py)
 CHECKS: dict[str, Check] = {}
 
@@ -88,7 +91,7 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
     dbguard_allow markers. Allowed findings are kept (reports show them) but never fail a test.
     """
     findings: list[Finding] = []
-    for rule_id, check in CHECKS.items():
+    for rule_id, check in load_checks().items():
         action = actions.get(rule_id, "off")
         if action == "off" or RULES[rule_id].stage != stage:
             continue
@@ -104,8 +107,18 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
 _SEVERITY = {"off": 0, "warn": 1, "fail": 2}
 
 
-def _load_rule_modules() -> None:
-    from . import budget, lifecycle, nplusone, regression, shape, stress  # noqa: F401
+_loaded = False
 
 
-_load_rule_modules()
+def load_checks() -> dict[str, Check]:
+    """Import the rule modules (they register their checks) once, on first use.
+
+    Not at import time: the registry above is all that option parsing needs, and an installed
+    plugin nobody asked for must not pay for importing every rule family.
+    """
+    global _loaded
+    if not _loaded:
+        from . import budget, lifecycle, nplusone, regression, shape, stress  # noqa: F401
+
+        _loaded = True
+    return CHECKS
