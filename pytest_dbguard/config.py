@@ -16,12 +16,6 @@ if TYPE_CHECKING:  # loaded only when a baseline option is given
     from .rules.regression import Tolerance
 
 
-def _no_tolerance() -> Tolerance:
-    from .rules.regression import Tolerance
-
-    return Tolerance()
-
-
 GROUP = "dbguard"
 
 
@@ -121,7 +115,7 @@ class Settings:
     baseline: baseline_file.Baseline | None = None
     baseline_update: bool = False
     baseline_prune: bool = False
-    baseline_tolerance: Tolerance = field(default_factory=_no_tolerance)
+    baseline_tolerance: Tolerance | None = None  # set whenever baseline_path is
     # query-shape rules
     nplusone_threshold: int = 3
     slow_ms: float = 100.0

@@ -451,6 +451,7 @@ class DbguardSession:
                     settings.baseline, entries, results.sql, self.selected,
                     settings.baseline_prune)
             else:
+                assert settings.baseline_tolerance is not None
                 results.comparison = baseline_file.compare(settings.baseline, entries,
                                                            settings.baseline_tolerance)
         results.notes.extend(self._run_notes(results))
