@@ -58,6 +58,7 @@ def start_session(config: pytest.Config) -> DbguardSession:
         from .session import DbguardSession
 
         session = config.stash[SESSION] = DbguardSession(config, config.stash[SETTINGS])
+        config.pluginmanager.register(SharedFixtureHooks(session), "dbguard-shared-fixtures")
     return session
 
 
@@ -154,27 +155,6 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any
-                         ) -> Generator[None, Any, Any]:
-    session = _session(request.config)
-    if session is None or fixturedef.scope == "function":
-        return (yield)
-    with session.shared_fixture():
-        result = yield
-    # Finalizers run last-in first-out: this one runs just before the fixture's own teardown,
-    # and pytest_fixture_post_finalizer just after it, so teardown queries are shared too.
-    fixturedef.addfinalizer(functools.partial(session.begin_shared_teardown, id(fixturedef)))
-    return result
-
-
-def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any],
-                                  request: pytest.FixtureRequest) -> None:
-    session = _session(request.config)
-    if session is not None and fixturedef.scope != "function":
-        session.end_shared_teardown(id(fixturedef))
-
-
-@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     session = _session(item.config)
@@ -213,6 +193,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if entry is not None:
         report.dbguard_entry = entry  # type: ignore[attr-defined]
     return report
+
+
+class SharedFixtureHooks:
+    """Charges session/module/class-scoped fixtures to the session, not to a test.
+
+    Registered when the session starts: fixture hooks run ~30 times per test, and an idle
+    install must not add even that.
+    """
+
+    def __init__(self, session: DbguardSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any], request: Any
+                             ) -> Generator[None, Any, Any]:
+        if fixturedef.scope == "function":
+            return (yield)
+        session = self.session
+        with session.shared_fixture():
+            result = yield
+        # Finalizers run last-in first-out: this one runs just before the fixture's own
+        # teardown, and pytest_fixture_post_finalizer just after it, so its teardown queries
+        # are shared too.
+        fixturedef.addfinalizer(functools.partial(session.begin_shared_teardown,
+                                                  id(fixturedef)))
+        return result
+
+    def pytest_fixture_post_finalizer(self, fixturedef: pytest.FixtureDef[Any],
+                                      request: pytest.FixtureRequest) -> None:
+        if fixturedef.scope != "function":
+            self.session.end_shared_teardown(id(fixturedef))
 
 
 class ReportCollector:
