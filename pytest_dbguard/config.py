@@ -346,6 +346,14 @@ def load_settings(config: pytest.Config) -> Settings:
         actions.setdefault("missing-index", "warn")
     if readonly:
         actions.setdefault("replica-write", "fail")
+    baseline = _load_baseline(config)
+    stress = _stress_settings(config)
+    if baseline.get("baseline_update") and stress["stress_threads"] is not None:
+        # a stressed body runs threads x rounds times: its counts are not the test's
+        raise pytest.UsageError(
+            "dbguard: --dbguard-baseline-update cannot be combined with --dbguard-stress: "
+            "stressed tests run their body threads x rounds times, so their query counts are "
+            "not a baseline. Update the baseline in a run without --dbguard-stress.")
     return Settings(
         nplusone_threshold=threshold if threshold is not None else 3,
         slow_ms=float(slow_ms) if slow_ms is not None else 100.0,
@@ -362,8 +370,8 @@ def load_settings(config: pytest.Config) -> Settings:
         show_params=bool(config.getoption("dbguard_show_params")),
         rootdir=str(config.rootpath),
         **reports,
-        **_load_baseline(config),
-        **_stress_settings(config),
+        **baseline,
+        **stress,
     )
 
 

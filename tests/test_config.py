@@ -125,3 +125,13 @@ def test_unwritable_report_path_is_a_usage_error(djproject):
     result = djproject.run("--dbguard-json", str(djproject.path))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is a directory; give a file path." in result.stderr.str()
+
+
+def test_baseline_update_refuses_stress_mode(djproject):
+    djproject.write_test(OVER_BUDGET)
+    result = djproject.run("--dbguard-baseline", "baseline.json", "--dbguard-baseline-update",
+                           "--dbguard-stress")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert ("ERROR: dbguard: --dbguard-baseline-update cannot be combined with --dbguard-stress"
+            in result.stderr.str())
+    assert not (djproject.path / "baseline.json").exists()
