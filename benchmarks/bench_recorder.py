@@ -19,21 +19,9 @@ import time
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
-        USE_TZ=True,
-    )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+from django_memory import setup_django  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +31,7 @@ def main() -> None:
     parser.add_argument("--memory-queries", type=int, default=100_000)
     args = parser.parse_args()
 
-    _setup_django()
+    setup_django()
     from django.contrib.auth.models import Group
     from django.db import connection
     from django.test.utils import CaptureQueriesContext

@@ -21,21 +21,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _setup_django() -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
-        USE_TZ=True,
-    )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+from django_memory import setup_django  # noqa: E402
 
 
 def main() -> None:
@@ -44,9 +32,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    _setup_django()
+    setup_django()
     from django.contrib.auth.models import Permission
-    from django.db import connection
+    from django.db import connection, connections
 
     from pytest_dbguard.recording.django_db import DjangoTaps
     from pytest_dbguard.recording.recorder import Hub
@@ -108,7 +96,7 @@ def main() -> None:
                 if hub is not None:
                     connection.execute_wrappers[:] = [
                         w for w in connection.execute_wrappers if not hasattr(w, "dbguard_hub")]
-                    DjangoTaps(hub).tap(connection)
+                    DjangoTaps(hub).tap(connections["default"])  # the wrapper, not its proxy
                 else:
                     connection.execute_wrappers[:] = [
                         w for w in connection.execute_wrappers if not hasattr(w, "dbguard_hub")]
