@@ -28,6 +28,10 @@ MARKERS = {
 }
 
 
+# Markers that make a test recorded even when the run did not turn dbguard on.
+RECORDING_MARKERS = ("query_budget", "query_timeout", "stress")
+
+
 class MarkerError(Exception):
     """A marker was used with arguments that do not fit its signature."""
 

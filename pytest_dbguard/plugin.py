@@ -19,8 +19,6 @@ if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbgua
 SETTINGS = pytest.StashKey[dbguard_config.Settings]()
 SESSION = pytest.StashKey["DbguardSession"]()
 TEST_STATE = pytest.StashKey["TestState | None"]()
-# markers and fixtures that make a test need dbguard even when the run did not turn it on
-_WAKING_MARKERS = ("query_budget", "query_timeout", "stress")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,7 +68,7 @@ def _session_for(item: pytest.Item) -> DbguardSession | None:
     session = _session(item.config)
     if session is None and SETTINGS in item.config.stash and (
             "dbguard" in getattr(item, "fixturenames", ())
-            or any(item.get_closest_marker(name) for name in _WAKING_MARKERS)):
+            or any(item.get_closest_marker(name) for name in markers.RECORDING_MARKERS)):
         session = start_session(item.config)
     return session
 

@@ -31,7 +31,6 @@ DJANGO_NOT_CONFIGURED = (
     "the environment) before using dbguard markers or the dbguard fixture."
 )
 
-OUR_MARKERS = ("query_budget", "query_timeout", "stress")
 STRESS_RULES = ("deadlock", "lock-wait", "stress-hang")
 # A stressed body runs threads x rounds times in one phase: every query repeats by design and
 # lock waits make queries slow. These rules judge the test's normal (unstressed) run instead.
@@ -111,7 +110,7 @@ class DbguardSession:
     def wants_recording(self, item: pytest.Item) -> bool:
         if self.records_every_test:
             return True
-        if any(item.get_closest_marker(name) for name in OUR_MARKERS):
+        if any(item.get_closest_marker(name) for name in markers.RECORDING_MARKERS):
             return True
         return "dbguard" in getattr(item, "fixturenames", ())
 
