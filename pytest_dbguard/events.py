@@ -252,6 +252,11 @@ class PhaseRecord:
     def queries(self) -> list[Query]:
         return [row_to_query(row, self.phase, self.units, self.catalog) for row in self.rows]
 
+    def failed_queries(self) -> list[Query]:
+        """Only the statements that raised: rules looking for errors need not build the rest."""
+        return [row_to_query(row, self.phase, self.units, self.catalog) for row in self.rows
+                if row[ROW_FLAGS] & FLAG_ERROR]
+
 
 def alias_filter(using: str | list[str] | tuple[str, ...] | None) -> frozenset[str] | None:
     if using is None:

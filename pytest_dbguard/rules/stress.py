@@ -127,7 +127,7 @@ def deadlock_findings(stress: dict[str, Any], nodeid: str) -> list[Finding]:
 
 def deadlocks_outside_stress(record: TestRecord) -> list[Finding]:
     """A deadlock between threads the test started itself: from the recorded 40P01 errors."""
-    hits = [q for q in record.phase("call").queries() if q.sqlstate == DEADLOCK]
+    hits = [q for q in record.phase("call").failed_queries() if q.sqlstate == DEADLOCK]
     if not hits:
         return []
     call_error = record.facts.get("call_error") or {}
