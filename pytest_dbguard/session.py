@@ -195,10 +195,6 @@ class DbguardSession:
                 and item.get_closest_marker(spec.marker) is not None)
             for rule_id, spec in RULES.items()
         }
-        if budget is None and self.settings.max_queries is not None and self.settings.enabled:
-            actions["budget"] = self.settings.actions.get("budget", "fail")
-        if timeout is not None:
-            actions["query-timeout"] = self.settings.actions.get("query-timeout", "fail")
         options: dict[str, Any] = self.settings.rule_options()
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
