@@ -22,10 +22,11 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pytest_dbguard import baseline
 from pytest_dbguard.events import CallSite, Catalog, ConnInfo, Finding, TestRecord  # noqa: E402
 from pytest_dbguard.recording.fingerprint import make_shape  # noqa: E402
 from pytest_dbguard.recording.recorder import build_phase  # noqa: E402
-from pytest_dbguard.reporting import baseline, html, json_report, markdown, sarif  # noqa: E402
+from pytest_dbguard.reporting import html, json_report, markdown, sarif  # noqa: E402
 from pytest_dbguard.reporting.entries import RunResults, test_entry  # noqa: E402
 from pytest_dbguard.rules.regression import Tolerance  # noqa: E402
 

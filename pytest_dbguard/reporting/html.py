@@ -12,9 +12,9 @@ import json
 from html import escape
 from typing import Any
 
-from .baseline import describe_growth
-from .entries import RunResults, top_tests
-from .json_report import write_atomic
+from ..baseline import describe_growth
+from . import write_atomic
+from .entries import ReportEntry, RunResults, top_tests
 
 CHART_TESTS = 20
 OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 2, "xpassed": 3, "failed": 4, "error": 5}
@@ -63,7 +63,7 @@ def _hbar_chart(title: str, rows: list[tuple[str, list[tuple[int, str]]]], label
     return "".join(out)
 
 
-def _histogram(entries: list[dict[str, Any]]) -> str:
+def _histogram(entries: list[ReportEntry]) -> str:
     """Tests by call-phase query count, in power-of-two buckets: the shape of a whole suite."""
     edges = [(0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, None)]
     counts = [0] * len(edges)

@@ -1,58 +1,50 @@
-"""The rule registry and the pure evaluation of a TestRecord into findings with actions."""
+"""The rule registry: what each rule declares about itself, and the pure evaluation of a record.
+
+A rule is one `RuleSpec`: its id, default action, what recording it needs, its options with
+their one default, how it behaves under stress, and its check. Built-in rules declare theirs with
+`@rule(...)` next to their check; every rule, built-in or a project's own, reaches a run's
+`RuleRegistry` through the `pytest_dbguard_register_rules` hook (see hookspecs.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the registry is read at start-up; rule modules load on first use
+# what recording a rule can ask for, re-exported for the rules' declarations
+from ..recording import (  # noqa: F401
+    PROBE_CENSUS,
+    PROBE_EXPLAIN,
+    PROBE_LIFECYCLE,
+    PROBE_PARAM_KEYS,
+    PROBE_PSYCOPG,
+    PROBE_TEMPLATES,
+)
+
+if TYPE_CHECKING:
     from ..events import Finding, TestRecord
 
 ACTIONS = ("fail", "warn", "off")
+STAGES = ("call", "teardown")
+
+# How a rule treats a test that --dbguard-stress runs in threads:
+JUDGE = "judge"  # as any other test
+SUSPENDED = "suspended"  # off: a stressed body repeats every query by design, locks make it slow
+STRESS_ON = "on"  # on with its default action, even without --dbguard
+
+
+RULE_ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
-class RuleSpec:
-    id: str
-    default_action: str
-    summary: str
-    # marker-driven rules fire whenever their marker is on a test, even without --dbguard
-    marker: str | None = None
-    # "call": judged when the test body returns (the test fails); "teardown": judged once
-    # fixtures are torn down (reported as an error at teardown)
-    stage: str = "call"
+class RuleOption:
+    """A setting a rule reads from `TestContext.options`, with its one default value."""
 
-
-RULES: dict[str, RuleSpec] = {
-    spec.id: spec
-    for spec in (
-        RuleSpec("budget", "fail", "call-phase queries exceed query_budget(n) or "
-                 "--dbguard-max-queries", marker="query_budget"),
-        RuleSpec("nplusone", "fail", "one query shape repeated by lazy relation access"),
-        RuleSpec("nplusone-loop", "warn", "one query shape repeated from one call site in a loop"),
-        RuleSpec("duplicate", "warn", "the same SQL with the same parameters repeated"),
-        RuleSpec("connection-leak", "fail", "a connection opened by the test is still open",
-                 stage="teardown"),
-        RuleSpec("open-transaction", "fail", "a connection is left inside a transaction",
-                 stage="teardown"),
-        RuleSpec("swallowed-db-error", "fail", "a database error was caught inside atomic and "
-                 "the transaction left unusable"),
-        RuleSpec("async-orm", "fail", "a query ran on a thread with a running event loop"),
-        RuleSpec("slow-query", "warn", "one query took longer than --dbguard-slow-ms"),
-        RuleSpec("query-timeout", "fail", "a query was cancelled by query_timeout",
-                 marker="query_timeout"),
-        RuleSpec("deadlock", "fail", "PostgreSQL reported a deadlock"),
-        RuleSpec("lock-wait", "warn", "a query waited on a lock too long"),
-        RuleSpec("stress-hang", "fail", "a stress round did not finish in time"),
-        RuleSpec("pool-exhausted", "fail", "connection pool or server connection limit reached"),
-        RuleSpec("regression", "fail", "a test's queries grew beyond the baseline"),
-        RuleSpec("missing-index", "off", "PostgreSQL plans a sequential scan with a filter"),
-        RuleSpec("template-query", "off", "a query ran while a template was rendering"),
-        RuleSpec("replica-write", "off", "a write ran on a read-only alias"),
-        RuleSpec("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling"),
-    )
-}
+    name: str
+    default: Any
+    flag: str | None = None  # the command-line option that sets it
 
 
 @dataclass(frozen=True)
@@ -68,35 +60,128 @@ class TestContext:
 
 
 Check = Callable[["TestRecord", TestContext], Iterable["Finding"]]
-# rule id -> check; rule families register themselves on import (see rules/budget.py)
-CHECKS: dict[str, Check] = {}
 
 
-def register(rule_id: str) -> Callable[[Check], Check]:
-    if rule_id not in RULES:
-        raise KeyError(rule_id)
+@dataclass(frozen=True)
+class RuleSpec:
+    id: str
+    default_action: str
+    summary: str
+    check: Check
+    # marker-driven rules fire whenever their marker is on a test, even without --dbguard
+    marker: str | None = None
+    # "call": judged when the test body returns (the test fails); "teardown": judged once
+    # fixtures are torn down (reported as an error at teardown)
+    stage: str = "call"
+    probes: frozenset[str] = frozenset()
+    options: tuple[RuleOption, ...] = ()
+    stress: str = JUDGE
+    # the option that switches the rule on (with default_action) when it is given a value;
+    # without it the rule has nothing to look at and stays off
+    switch: str | None = None
+    # judged only when the run compares with a baseline file, which then turns it on
+    needs_baseline: bool = False
+    builtin: bool = True
+
+
+class RuleError(ValueError):
+    """A rule cannot be registered (bad id, clash, bad default); the run stops before tests."""
+
+
+class RuleRegistry:
+    """The rules of one run, in registration order (the order findings are reported in)."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, RuleSpec] = {}
+
+    def add(self, spec: RuleSpec) -> None:
+        if not isinstance(spec.id, str) or not RULE_ID_RE.match(spec.id):
+            raise RuleError(
+                f"invalid rule id {spec.id!r}: use lowercase letters and digits, words joined "
+                f"by '-', '_' or '.' (for example 'myapp-no-raw-sql')")
+        if spec.id in self.specs:
+            owner = "a built-in rule" if self.specs[spec.id].builtin else "another rule"
+            raise RuleError(f"rule id {spec.id!r} is already used by {owner}; pick another id")
+        if spec.default_action not in ACTIONS:
+            raise RuleError(f"rule {spec.id!r}: default must be one of {', '.join(ACTIONS)}, "
+                            f"got {spec.default_action!r}")
+        if spec.stage not in STAGES or not callable(spec.check):
+            raise RuleError(f"rule {spec.id!r}: check must be callable and stage one of "
+                            f"{', '.join(STAGES)}")
+        for option in spec.options:
+            known = self.option_defaults().get(option.name, option.default)
+            if known != option.default:
+                raise RuleError(f"rule {spec.id!r}: option {option.name!r} has default "
+                                f"{option.default!r} but another rule declares {known!r}")
+        self.specs[spec.id] = spec
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self.specs
+
+    def __getitem__(self, rule_id: str) -> RuleSpec:
+        return self.specs[rule_id]
+
+    def __iter__(self) -> Iterator[RuleSpec]:
+        return iter(self.specs.values())
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def ids(self) -> list[str]:
+        return sorted(self.specs)
+
+    def option_defaults(self) -> dict[str, Any]:
+        """Every option a rule declares, at its default (what settings start from)."""
+        return {o.name: o.default for spec in self.specs.values() for o in spec.options}
+
+    def summaries(self) -> dict[str, str]:
+        """Rule id -> one-line description: the data reports list rules from."""
+        return {spec.id: spec.summary for spec in self.specs.values()}
+
+
+def rule(rule_id: str, default: str, summary: str, **declared: Any) -> Callable[[Check], Check]:
+    """Declare a built-in rule next to its check (collected by builtin_specs())."""
 
     def decorate(check: Check) -> Check:
-        CHECKS[rule_id] = check
+        _BUILTIN.append(RuleSpec(rule_id, default, summary, check, **declared))
         return check
 
     return decorate
 
 
+_BUILTIN: list[RuleSpec] = []
+
+
+def builtin_specs() -> list[RuleSpec]:
+    """The built-in rules, importing their modules on first use."""
+    # The import order is the order rules are judged and their findings listed.
+    from . import budget, lifecycle, nplusone, regression, shape, stress  # noqa: F401
+
+    return list(_BUILTIN)
+
+
+def builtin_registry() -> RuleRegistry:
+    registry = RuleRegistry()
+    for spec in builtin_specs():
+        registry.add(spec)
+    return registry
+
+
 def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str],
-             allowed: Mapping[str, str], stage: str = "call") -> list[Finding]:
+             allowed: Mapping[str, str], stage: str = "call",
+             registry: RuleRegistry | None = None) -> list[Finding]:
     """Run every rule whose action is not off; stamp each finding with action and allow reason.
 
     `actions` maps rule id -> fail|warn|off for this test; `allowed` maps rule id -> reason from
     dbguard_allow markers. Allowed findings are kept (reports show them) but never fail a test.
     """
     findings: list[Finding] = []
-    for rule_id, check in load_checks().items():
-        action = actions.get(rule_id, "off")
-        if action == "off" or RULES[rule_id].stage != stage:
+    for spec in registry if registry is not None else builtin_registry():
+        action = actions.get(spec.id, "off")
+        if action == "off" or spec.stage != stage:
             continue
-        for finding in check(record, context):
-            reason = allowed.get(rule_id)
+        for finding in spec.check(record, context):
+            reason = allowed.get(spec.id)
             # A check may mark one finding milder than its rule (a deadlock the code retried is
             # a warning under a failing `deadlock` rule); the configured action still caps it.
             stamped = finding.action if _SEVERITY[finding.action] < _SEVERITY[action] else action
@@ -107,18 +192,8 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
 _SEVERITY = {"off": 0, "warn": 1, "fail": 2}
 
 
-_loaded = False
-
-
-def load_checks() -> dict[str, Check]:
-    """Import the rule modules (they register their checks) once, on first use.
-
-    Not at import time: the registry above is all that option parsing needs, and an installed
-    plugin nobody asked for must not pay for importing every rule family.
-    """
-    global _loaded
-    if not _loaded:
-        from . import budget, lifecycle, nplusone, regression, shape, stress  # noqa: F401
-
-        _loaded = True
-    return CHECKS
+def __getattr__(name: str) -> Any:
+    # RULES: the built-in rules by id, for code and tests that only need those
+    if name == "RULES":
+        return builtin_registry().specs
+    raise AttributeError(name)

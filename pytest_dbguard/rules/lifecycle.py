@@ -12,9 +12,13 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..recording.fingerprint import short_sql
-from ..recording.txstate import describe_state
-from . import TestContext, register
+from ..text import short_sql
+from . import PROBE_CENSUS, PROBE_LIFECYCLE, PROBE_PSYCOPG, RuleOption, TestContext, rule
+
+# Every lifecycle rule reads the transaction-state and psycopg probes; leaks and open
+# transactions also ask the server which backends are still there.
+LIFECYCLE_PROBES = frozenset({PROBE_LIFECYCLE, PROBE_PSYCOPG})
+CENSUS_PROBES = LIFECYCLE_PROBES | {PROBE_CENSUS}
 
 HINT_THREAD = ("close the thread's connections before it ends: call django.db.connection.close() "
                "(or django.db.close_old_connections()) in a finally block of the thread's "
@@ -46,6 +50,16 @@ HINT_ASYNC = ("in async code use the async ORM (`await Model.objects.aget(...)`,
               "DJANGO_ALLOW_ASYNC_UNSAFE only hides the error")
 
 
+def describe_state(state: dict[str, Any]) -> str:
+    """idle / idle in transaction / idle in transaction (aborted), as PostgreSQL names them."""
+    driver = state.get("driver")
+    if driver == "in error":
+        return "idle in transaction (aborted)"
+    if driver == "in transaction" or state.get("depth") or not state.get("autocommit", True):
+        return "idle in transaction"
+    return "idle"
+
+
 def _lifecycle(record: TestRecord) -> dict[str, Any]:
     return record.facts.get("lifecycle") or {}
 
@@ -69,7 +83,8 @@ def _census_states(record: TestRecord) -> dict[int, str]:
 
 # -- connection-leak ----------------------------------------------------------------------------
 
-@register("connection-leak")
+@rule("connection-leak", "fail", "a connection opened by the test is still open",
+      stage="teardown", probes=CENSUS_PROBES)
 def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     states = _census_states(record)
     lines: list[str] = []
@@ -149,7 +164,8 @@ def _raw_state(driver: str | None) -> str:
 
 # -- open-transaction ---------------------------------------------------------------------------
 
-@register("open-transaction")
+@rule("open-transaction", "fail", "a connection is left inside a transaction",
+      stage="teardown", probes=CENSUS_PROBES)
 def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
     txstate = lifecycle.get("txstate", {})
@@ -223,7 +239,8 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
 
 # -- swallowed-db-error -------------------------------------------------------------------------
 
-@register("swallowed-db-error")
+@rule("swallowed-db-error", "fail", "a database error was caught inside atomic and the "
+      "transaction left unusable", probes=LIFECYCLE_PROBES)
 def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
     raised = set((record.facts.get("raised") or {}).get("exc_ids", ()))
@@ -266,7 +283,8 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
 
 # -- async-orm ----------------------------------------------------------------------------------
 
-@register("async-orm")
+@rule("async-orm", "fail", "a query ran on a thread with a running event loop",
+      probes=LIFECYCLE_PROBES)
 def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     findings = []
     groups: Counter[tuple[int, int]] = Counter()
@@ -307,7 +325,9 @@ def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Findin
 
 # -- pool-exhausted -----------------------------------------------------------------------------
 
-@register("pool-exhausted")
+@rule("pool-exhausted", "fail", "connection pool or server connection limit reached",
+      probes=LIFECYCLE_PROBES,
+      options=(RuleOption("max_connections", None, "--dbguard-max-connections"),))
 def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     findings = []
     raw = record.facts.get("psycopg") or {}

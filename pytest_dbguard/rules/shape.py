@@ -20,8 +20,15 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..recording.fingerprint import short_sql
-from . import TestContext, register
+from ..text import short_sql
+from . import (
+    PROBE_EXPLAIN,
+    PROBE_TEMPLATES,
+    SUSPENDED,
+    RuleOption,
+    TestContext,
+    rule,
+)
 from .nplusone import site_text, unit_label
 
 DEFAULT_SLOW_MS = 100.0
@@ -36,7 +43,8 @@ class QueryTimeout:
     source: str = "query_timeout marker"
 
 
-@register("slow-query")
+@rule("slow-query", "warn", "one query took longer than --dbguard-slow-ms",
+      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED)
 def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))
@@ -70,7 +78,8 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
     return findings
 
 
-@register("query-timeout")
+@rule("query-timeout", "fail", "a query was cancelled by query_timeout",
+      marker="query_timeout")
 def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     settings = record.facts.get("query_timeout")
     if not settings:
@@ -109,7 +118,9 @@ def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Fi
     return findings
 
 
-@register("missing-index")
+@rule("missing-index", "warn", "PostgreSQL plans a sequential scan with a filter",
+      probes=frozenset({PROBE_EXPLAIN}), switch="explain",
+      options=(RuleOption("explain", False, "--dbguard-explain"),))
 def check_missing_index(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     scans = record.facts.get("explain") or []
     catalog = record.phase("call").catalog
@@ -151,7 +162,8 @@ _VIA_TEXT = {
 }
 
 
-@register("template-query")
+@rule("template-query", "off", "a query ran while a template was rendering",
+      probes=frozenset({PROBE_TEMPLATES}))
 def check_template_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
@@ -194,7 +206,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
     return findings
 
 
-@register("replica-write")
+@rule("replica-write", "fail", "a write ran on a read-only alias", switch="readonly_aliases",
+      options=(RuleOption("readonly_aliases", (), "--dbguard-readonly-alias"),))
 def check_replica_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     readonly = tuple(context.options.get("readonly_aliases") or ())
     if not readonly:
@@ -249,7 +262,7 @@ _SESSION_STATE = (
 )
 
 
-@register("pgbouncer-unsafe")
+@rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling")
 def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..events import Finding, TestRecord
-from . import TestContext, register
+from . import STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
+DEFAULT_LOCK_WAIT_MS = 200
 # Innermost frames of each stuck thread's stack shown in a hang message (JSON has them all).
 STACK_FRAMES_SHOWN = 10
 GRAPH_EDGES_SHOWN = 12
@@ -148,7 +149,7 @@ def deadlocks_outside_stress(record: TestRecord) -> list[Finding]:
     )]
 
 
-@register("deadlock")
+@rule("deadlock", "fail", "PostgreSQL reported a deadlock", stress=STRESS_ON)
 def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress")
     if stress is None:
@@ -156,7 +157,8 @@ def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding
     return deadlock_findings(stress, record.nodeid)
 
 
-@register("lock-wait")
+@rule("lock-wait", "warn", "a query waited on a lock too long", stress=STRESS_ON,
+      options=(RuleOption("lock_wait_ms", DEFAULT_LOCK_WAIT_MS, "--dbguard-lock-wait-ms"),))
 def check_lock_wait(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress")
     if not stress:
@@ -213,7 +215,7 @@ def graph_lines(graph: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-@register("stress-hang")
+@rule("stress-hang", "fail", "a stress round did not finish in time", stress=STRESS_ON)
 def check_stress_hang(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress") or {}
     hang = stress.get("hang")
