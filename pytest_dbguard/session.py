@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from . import markers, policy
+from .backends import for_vendor
 from .config import Settings
 from .events import Finding, TestRecord
+from .facts import CALL_ERROR, CallError
 from .recording.assembly import DJANGO_NOT_CONFIGURED, Recording, django_ready
 from .recording.recorder import Hub, TestRecorder
 from .reporting import terminal, write_requested
@@ -195,7 +197,7 @@ class DbguardSession:
             runner.run()
         finally:
             state.recorder.facts["stress"] = runner.facts()
-        if runner.vendor != "postgresql" and not self._stress_vendor_noted:
+        if not for_vendor(runner.vendor or "").samples_locks and not self._stress_vendor_noted:
             self._stress_vendor_noted = True
             self.notes.append(f"stress mode: {runner.lock_analysis}.")
         errors = runner.errors
@@ -212,8 +214,7 @@ class DbguardSession:
             return
         from .stress.watchdog import sqlstate_of
 
-        state.recorder.facts["call_error"] = {"type": type(exc).__name__,
-                                              "sqlstate": sqlstate_of(exc)}
+        state.recorder.facts[CALL_ERROR] = CallError(type(exc).__name__, sqlstate_of(exc))
 
     @contextmanager
     def phase(self, state: TestState | None, name: str) -> Iterator[None]:

@@ -12,6 +12,7 @@ from ..events import (
     Finding,
     TestRecord,
 )
+from ..facts import CENSUS, CensusFacts
 from ..text import short_sql
 from . import PROBE_CENSUS, PROBE_LIFECYCLE, PROBE_PSYCOPG, RuleOption, TestContext, rule
 
@@ -77,8 +78,8 @@ def _where(site: str | None, phase: str) -> str:
 
 
 def _census_states(record: TestRecord) -> dict[int, str]:
-    census = record.facts.get("census") or {}
-    return {b["pid"]: b["state"] for b in census.get("backends", ())}
+    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
+    return {b.pid: b.state for b in census.backends}
 
 
 # -- connection-leak ----------------------------------------------------------------------------
@@ -129,14 +130,14 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
             lines.append(f"pool '{pool['name']}' {_where(pool['site'], pool['phase'])} "
                          f"is still open")
             hint(HINT_POOL)
-    census = record.facts.get("census") or {}
-    for backend in census.get("backends", ()):
-        if backend["known"] or backend["pid"] in accounted:
+    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
+    for backend in census.backends:
+        if backend.known or backend.pid in accounted:
             continue
-        app = f", application_name '{backend['application_name']}'" \
-            if backend["application_name"] else ""
-        lines.append(f"PostgreSQL backend pid {backend['pid']} on database "
-                     f"{backend['database']} ({backend['state']}{app}) connected during the "
+        app = f", application_name '{backend.application_name}'" \
+            if backend.application_name else ""
+        lines.append(f"PostgreSQL backend pid {backend.pid} on database "
+                     f"{backend.database} ({backend.state}{app}) connected during the "
                      f"test and is still there; no driver dbguard hooks opened it")
         hint(HINT_UNHOOKED)
     if not lines:
@@ -214,14 +215,15 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
             lines.append(f"{conn['kind']} connection of thread {conn['thread']}"
                          f"{_pid(conn['pid'])} is still open and {state} after teardown: "
                          f"{_where(conn['site'], conn['phase'])}")
-    for backend in (record.facts.get("census") or {}).get("backends", ()):
-        if backend["pid"] in accounted or not backend["state"].startswith("idle in transaction"):
+    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
+    for backend in census.backends:
+        if backend.pid in accounted or not backend.state.startswith("idle in transaction"):
             continue
-        if backend["known"]:
+        if backend.known:
             continue
-        lines.append(f"PostgreSQL backend pid {backend['pid']} on database "
-                     f"{backend['database']} connected during the test and is "
-                     f"{backend['state']} after teardown")
+        lines.append(f"PostgreSQL backend pid {backend.pid} on database "
+                     f"{backend.database} connected during the test and is "
+                     f"{backend.state} after teardown")
     if not lines:
         return ()
     lines.sort()

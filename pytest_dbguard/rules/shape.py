@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..backends import for_vendor
 from ..events import (
     FLAG_ERROR,
     NO_SITE,
@@ -20,6 +21,7 @@ from ..events import (
     Finding,
     TestRecord,
 )
+from ..facts import QUERY_TIMEOUT, QueryTimeoutFacts
 from ..text import short_sql
 from . import (
     PROBE_EXPLAIN,
@@ -81,8 +83,8 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
 @rule("query-timeout", "fail", "a query was cancelled by query_timeout",
       marker="query_timeout")
 def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    settings = record.facts.get("query_timeout")
-    if not settings:
+    settings: QueryTimeoutFacts | None = record.facts.get(QUERY_TIMEOUT)
+    if settings is None:
         return []
     phase = record.phase("call")
     catalog = phase.catalog
@@ -93,11 +95,7 @@ def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Fi
         extra = row[ROW_EXTRA] or {}
         conn = catalog.conns[row[ROW_CONN]]
         error = extra.get("error") or ""
-        if conn.vendor == "postgresql":
-            cancelled = extra.get("sqlstate") in ("57014", "55P03") and "timeout" in error
-        else:
-            cancelled = error.endswith("interrupted")
-        if not cancelled:
+        if not for_vendor(conn.vendor).cancelled_by_timeout(error, extra.get("sqlstate")):
             continue
         shape = catalog.shapes[row[ROW_SHAPE]]
         site = site_text(catalog, row[ROW_SITE])
@@ -106,12 +104,12 @@ def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Fi
             rule="query-timeout",
             nodeid=record.nodeid,
             phase="call",
-            message=(f"query cancelled after {settings['ms']} ms (query_timeout) waiting for "
+            message=(f"query cancelled after {settings.ms} ms (query_timeout) waiting for "
                      f"{waited}: {short_sql(shape.fingerprint)} at {site} (alias "
                      f"{conn.alias}); make it faster or raise the timeout"),
             hint="an index, a narrower filter, or shorter transactions holding the lock keep "
                  "it under the timeout; query_timeout(ms) on the test sets the limit",
-            evidence={"ms": settings["ms"], "fingerprint": shape.fingerprint, "site": site,
+            evidence={"ms": settings.ms, "fingerprint": shape.fingerprint, "site": site,
                       "alias": conn.alias, "error": error,
                       "lines": [f"in {unit_label(phase, row[ROW_UNIT])}: {error}"]},
         ))

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..events import Finding, TestRecord
+from ..facts import CALL_ERROR, CallError
 from . import STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
@@ -131,8 +132,8 @@ def deadlocks_outside_stress(record: TestRecord) -> list[Finding]:
     hits = [q for q in record.phase("call").failed_queries() if q.sqlstate == DEADLOCK]
     if not hits:
         return []
-    call_error = record.facts.get("call_error") or {}
-    propagated = call_error.get("sqlstate") == DEADLOCK
+    call_error: CallError | None = record.facts.get(CALL_ERROR)
+    propagated = call_error is not None and call_error.sqlstate == DEADLOCK
     sites = sorted({f"{q.call_site} ({q.thread})" for q in hits if q.call_site})
     kind = "propagated to the test" if propagated else "caught and retried by the code"
     return [Finding(

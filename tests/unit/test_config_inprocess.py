@@ -80,7 +80,8 @@ def test_custom_rule_ids_are_valid_in_options_and_ini(pytester):
 
 
 def test_help_quotes_the_rules_defaults(pytester):
-    result = pytester.runpytest_inprocess("--help")
+    result = pytester.runpytest_inprocess("-o", "asyncio_default_fixture_loop_scope=function",
+                                          "--help")
     out = " ".join(result.stdout.str().split())
     assert "a loop or a duplicate (default 3)" in out
     assert "taking at least MS milliseconds (default 100)" in out

@@ -5,15 +5,27 @@ from __future__ import annotations
 import pytest
 
 from pytest_dbguard.events import Finding, QueryContext, Relation
+from pytest_dbguard.facts import (
+    CALL_ERROR,
+    CENSUS,
+    QUERY_TIMEOUT,
+    CallError,
+    CensusFacts,
+    QueryTimeoutFacts,
+    ServerBackend,
+)
 from pytest_dbguard.rules import builtin_registry, evaluate
 from pytest_dbguard.rules.budget import Budget, check_budget
+from pytest_dbguard.rules.lifecycle import check_connection_leak, check_open_transaction
 from pytest_dbguard.rules.nplusone import check_duplicate, check_nplusone_loop, is_test_code
 from pytest_dbguard.rules.shape import (
     check_pgbouncer_unsafe,
+    check_query_timeout,
     check_replica_write,
     check_slow_query,
     check_template_query,
 )
+from pytest_dbguard.rules.stress import check_deadlock
 from pytest_dbguard.text import short_sql
 from tests.records import APP_SITE, NODEID, TEST_SITE, RecordBuilder, context
 
@@ -226,3 +238,76 @@ def test_record_builder_defaults():
     record = RecordBuilder().query(BOOK).build()
     assert record.nodeid == NODEID and record.vendors == ("sqlite",)
     assert record.phase("call").query_count == 1 and record.phase("setup").query_count == 0
+
+
+# -- typed facts: query timeout, call error, census ------------------------------------------------
+
+PG_TIMEOUT = {"error": "canceling statement due to statement timeout", "sqlstate": "57014"}
+
+
+@pytest.mark.parametrize(("vendor", "extra", "fires"), [
+    ("postgresql", PG_TIMEOUT, True),
+    ("postgresql", {"error": "canceling statement due to lock timeout", "sqlstate": "55P03"},
+     True),
+    ("postgresql", {"error": "division by zero", "sqlstate": "22012"}, False),
+    ("sqlite", {"error": "interrupted"}, True),
+    ("sqlite", {"error": "no such table: x"}, False),
+])
+def test_query_timeout_needs_a_cancelled_statement(vendor, extra, fires):
+    record = (RecordBuilder().query(BOOK, vendor=vendor, error=True, extra=extra)
+              .fact(QUERY_TIMEOUT, QueryTimeoutFacts(100)).build())
+    found = list(check_query_timeout(record, context()))
+    assert bool(found) is fires
+    if fires:
+        assert found[0].message.startswith("query cancelled after 100 ms (query_timeout)")
+
+
+def test_query_timeout_is_silent_without_a_timeout_applied():
+    record = RecordBuilder().query(BOOK, vendor="postgresql", error=True, extra=PG_TIMEOUT).build()
+    assert list(check_query_timeout(record, context())) == []
+
+
+DEADLOCK_ERROR = {"error": "deadlock detected", "sqlstate": "40P01"}
+
+
+@pytest.mark.parametrize(("call_error", "action"), [
+    (CallError("OperationalError", "40P01"), "fail"), (None, "warn"),
+    (CallError("AssertionError", None), "warn"),
+])
+def test_a_deadlock_outside_stress_fails_only_when_it_propagated(call_error, action):
+    builder = RecordBuilder().query(BOOK, vendor="postgresql", error=True, extra=DEADLOCK_ERROR)
+    if call_error is not None:
+        builder.fact(CALL_ERROR, call_error)
+    finding = one(check_deadlock(builder.build(), context()))
+    assert finding.action == action and finding.evidence["count"] == 1
+
+
+def test_no_failed_statement_no_deadlock():
+    record = RecordBuilder().query(BOOK, vendor="postgresql").fact(
+        CALL_ERROR, CallError("OperationalError", "40P01")).build()
+    assert list(check_deadlock(record, context())) == []
+
+
+def census(*backends: ServerBackend) -> CensusFacts:
+    return CensusFacts(tuple(backends))
+
+
+def test_an_unknown_backend_left_connected_is_a_leak():
+    record = RecordBuilder().fact(CENSUS, census(
+        ServerBackend(41, "test_shop", "idle", "worker", known=False),
+        ServerBackend(42, "test_shop", "idle", known=True))).build()
+    finding = one(check_connection_leak(record, context()))
+    assert finding.evidence["lines"] == [
+        "PostgreSQL backend pid 41 on database test_shop (idle, application_name 'worker') "
+        "connected during the test and is still there; no driver dbguard hooks opened it"]
+
+
+def test_an_unknown_backend_idle_in_transaction_is_an_open_transaction():
+    record = RecordBuilder().fact(CENSUS, census(
+        ServerBackend(41, "test_shop", "idle in transaction"),
+        ServerBackend(43, "test_shop", "idle"))).build()
+    finding = one(check_open_transaction(record, context()))
+    assert finding.evidence["lines"] == [
+        "PostgreSQL backend pid 41 on database test_shop connected during the test and is idle "
+        "in transaction after teardown"]
+    assert list(check_open_transaction(RecordBuilder().build(), context())) == []
