@@ -9,7 +9,7 @@ from typing import Any
 
 from ..events import PHASES, Finding, Query, TestRecord
 from ..text import short_sql
-from . import ACTIONS, Check, RuleError, RuleRegistry, RuleSpec, TestContext
+from .registry import ACTIONS, Check, RuleError, RuleRegistry, RuleSpec, TestContext
 
 QUERIES_SHOWN = 10
 

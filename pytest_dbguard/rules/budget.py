@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..events import ROW_CONN, ROW_SHAPE, Finding, PhaseRecord, TestRecord, alias_filter
 from ..text import short_sql
-from . import SUSPENDED, TestContext, rule
+from .registry import SUSPENDED, TestContext, rule
 
 # How many query shapes a budget message lists before summarising the rest.
 SHAPES_SHOWN = 8

@@ -14,7 +14,7 @@ from ..events import (
 )
 from ..facts import CENSUS, CensusFacts
 from ..text import short_sql
-from . import PROBE_CENSUS, PROBE_LIFECYCLE, PROBE_PSYCOPG, RuleOption, TestContext, rule
+from .registry import PROBE_CENSUS, PROBE_LIFECYCLE, PROBE_PSYCOPG, RuleOption, TestContext, rule
 
 # Every lifecycle rule reads the transaction-state and psycopg probes; leaks and open
 # transactions also ask the server which backends are still there.

@@ -26,7 +26,7 @@ from ..events import (
     param_key,
 )
 from ..text import short_sql
-from . import PROBE_PARAM_KEYS, SUSPENDED, RuleOption, TestContext, rule
+from .registry import PROBE_PARAM_KEYS, SUSPENDED, RuleOption, TestContext, rule
 
 DEFAULT_THRESHOLD = 3
 THRESHOLD_OPTION = RuleOption("nplusone_threshold", DEFAULT_THRESHOLD,

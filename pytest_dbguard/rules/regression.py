@@ -10,7 +10,7 @@ from typing import Any
 
 from ..events import Finding, PhaseRecord, TestRecord
 from ..text import short_sql
-from . import SUSPENDED, TestContext, rule
+from .registry import SUSPENDED, TestContext, rule
 
 RULE_ID = "regression"
 

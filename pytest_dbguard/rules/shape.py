@@ -23,7 +23,8 @@ from ..events import (
 )
 from ..facts import QUERY_TIMEOUT, QueryTimeoutFacts
 from ..text import short_sql
-from . import (
+from .nplusone import site_text, unit_label
+from .registry import (
     PROBE_EXPLAIN,
     PROBE_TEMPLATES,
     SUSPENDED,
@@ -31,7 +32,6 @@ from . import (
     TestContext,
     rule,
 )
-from .nplusone import site_text, unit_label
 
 DEFAULT_SLOW_MS = 100.0
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..events import Finding, TestRecord
 from ..facts import CALL_ERROR, CallError
-from . import STRESS_ON, RuleOption, TestContext, rule
+from .registry import STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
 DEFAULT_LOCK_WAIT_MS = 200
