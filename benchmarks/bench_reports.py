@@ -106,8 +106,7 @@ def main() -> None:
     results = merge()
     steps: list[tuple[str, Callable[[], object]]] = [
         ("merge + compare with baseline", merge),
-        ("json", lambda: json_report.write(paths["report.json"], dict(
-            json_report.build(results.entries), summary=results.summary()))),
+        ("json", lambda: json_report.write(paths["report.json"], results)),
         ("markdown", lambda: markdown.write(paths["report.md"], results)),
         ("html", lambda: html.write(paths["report.html"], results)),
         ("sarif", lambda: sarif.write(paths["report.sarif"], results)),
