@@ -34,14 +34,16 @@ def test_two():
 def test_bad_options_are_usage_errors(pytester, args, message):
     # in-process: options are checked before Django or any test is touched
     pytester.makepyfile(test_shop=OVER_BUDGET)
-    result = pytester.runpytest_inprocess(*args)
+    result = pytester.runpytest_inprocess("-o", "asyncio_default_fixture_loop_scope=function",
+                                          *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"ERROR: {message}" in result.stderr.str()
     assert "test_two" not in result.stdout.str()
 
 
 def test_ini_rules_are_validated_too(pytester):
-    pytester.makeini("[pytest]\ndbguard_rules =\n    budget=warn\n    nope=fail\n")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "dbguard_rules =\n    budget=warn\n    nope=fail\n")
     pytester.makepyfile(test_shop=OVER_BUDGET)
     result = pytester.runpytest_inprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR

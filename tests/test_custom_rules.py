@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,10 @@ def test_a_custom_check_that_raises_is_that_rules_finding_not_an_internal_error(
         "the check of rule 'shop-broken' raised an error: ZeroDivisionError: rule bug")
     assert finding["hint"].startswith("fix conftest.broken")
 
+
+
+@pytest.mark.unit
+def test_the_readme_example_is_the_one_tested_here():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```python\n# conftest.py\n", 1)[1].split("```", 1)[0]
+    assert example.strip() == CONFTEST.strip()
