@@ -114,3 +114,20 @@ def test_summaries_and_ids_are_data_for_reports():
     assert registry.ids() == sorted(s.id for s in BUILTIN)
     assert registry.summaries()["regression"] == "a test's queries grew beyond the baseline"
     assert len(registry) == 19 and [s.id for s in registry] == [s.id for s in BUILTIN]
+
+
+def test_the_readme_rules_table_lists_every_builtin_rule_with_its_default():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    header = "| id | default under `--dbguard` | fires when |"
+    table = readme.split(header, 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[1]
+    assert set(rows) == {s.id for s in BUILTIN}
+    for spec in BUILTIN:
+        # a switched rule is off until its option names what to check
+        shown = spec.default_action if spec.switch is None else "off"
+        assert rows[spec.id].startswith(shown), (spec.id, rows[spec.id])
