@@ -47,3 +47,78 @@ class QueryTimeoutFacts:
 CENSUS = "census"
 CALL_ERROR = "call_error"
 QUERY_TIMEOUT = "query_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class RawConnection:
+    """A psycopg connection the test opened outside Django (raw, or a pool's own)."""
+
+    kind: str  # "psycopg" or "pool"
+    thread: str
+    phase: str
+    pid: int | None
+    site: str | None
+    open: bool
+    driver: str | None = None  # the driver's transaction status while open
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCheckout:
+    """A connection taken from a psycopg-pool pool during the test."""
+
+    pool: str
+    phase: str
+    site: str | None
+    thread: str
+    pid: int | None
+    returned: bool
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """A psycopg-pool pool the test created."""
+
+    name: str
+    phase: str
+    site: str | None
+    max_size: int | None
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTimeout:
+    """getconn() gave up: the pool was exhausted."""
+
+    pool: str
+    max_size: int | None
+    timeout: float | None
+    site: str | None
+    phase: str
+    thread: str
+    checked_out_here: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedConnection:
+    """The server refused a connection (too many connections)."""
+
+    phase: str
+    site: str | None
+    thread: str
+    sqlstate: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PsycopgFacts:
+    """What the psycopg probe saw; connections, checkouts and pools only after teardown."""
+
+    connections: tuple[RawConnection, ...] = ()
+    checkouts: tuple[PoolCheckout, ...] = ()
+    pools: tuple[PoolState, ...] = ()
+    timeouts: tuple[PoolTimeout, ...] = ()
+    refused: tuple[RefusedConnection, ...] = ()
+
+
+PSYCOPG = "psycopg"

@@ -12,7 +12,7 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..facts import CENSUS, CensusFacts
+from ..facts import CENSUS, PSYCOPG, CensusFacts, PsycopgFacts
 from ..text import short_sql
 from .registry import PROBE_CENSUS, PROBE_LIFECYCLE, PROBE_PSYCOPG, RuleOption, TestContext, rule
 
@@ -77,7 +77,7 @@ def _where(site: str | None, phase: str) -> str:
     return f"opened at {site or 'an unknown place'} during {phase}"
 
 
-def _census_states(record: TestRecord) -> dict[int, str]:
+def _census_states(record: TestRecord) -> dict[int | None, str]:
     census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
     return {b.pid: b.state for b in census.backends}
 
@@ -90,7 +90,7 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
     states = _census_states(record)
     lines: list[str] = []
     hints: list[str] = []
-    accounted: set[int] = set()
+    accounted: set[int | None] = set()
 
     def hint(text: str) -> None:
         if text not in hints:
@@ -108,26 +108,26 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
         lines.append(f"Django connection '{conn['alias']}' ({conn['vendor']}) of thread "
                      f"{conn['thread']} ({alive}){_pid(conn['pid'])}, {state}: {opened}")
         hint(HINT_ASYNC_EXECUTOR if conn["via"] == "sync_to_async" else HINT_THREAD)
-    raw = record.facts.get("psycopg") or {}
-    for conn in raw.get("connections", ()):
-        if not conn["open"]:
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
+    for raw_conn in raw.connections:
+        if not raw_conn.open:
             continue
-        accounted.add(conn["pid"])
-        state = states.get(conn["pid"]) or _raw_state(conn["driver"])
-        lines.append(f"{conn['kind']} connection of thread {conn['thread']}{_pid(conn['pid'])}, "
-                     f"{state}: {_where(conn['site'], conn['phase'])}")
+        accounted.add(raw_conn.pid)
+        state = states.get(raw_conn.pid) or _raw_state(raw_conn.driver)
+        lines.append(f"{raw_conn.kind} connection of thread {raw_conn.thread}{_pid(raw_conn.pid)}, "
+                     f"{state}: {_where(raw_conn.site, raw_conn.phase)}")
         hint(HINT_RAW)
-    for checkout in raw.get("checkouts", ()):
-        if checkout["returned"]:
+    for checkout in raw.checkouts:
+        if checkout.returned:
             continue
-        accounted.add(checkout["pid"])
-        lines.append(f"connection of pool '{checkout['pool']}'{_pid(checkout['pid'])} checked "
-                     f"out at {checkout['site'] or 'an unknown place'} during "
-                     f"{checkout['phase']} by thread {checkout['thread']} and never returned")
+        accounted.add(checkout.pid)
+        lines.append(f"connection of pool '{checkout.pool}'{_pid(checkout.pid)} checked "
+                     f"out at {checkout.site or 'an unknown place'} during "
+                     f"{checkout.phase} by thread {checkout.thread} and never returned")
         hint(HINT_CHECKOUT)
-    for pool in raw.get("pools", ()):
-        if pool["open"]:
-            lines.append(f"pool '{pool['name']}' {_where(pool['site'], pool['phase'])} "
+    for pool in raw.pools:
+        if pool.open:
+            lines.append(f"pool '{pool.name}' {_where(pool.site, pool.phase)} "
                          f"is still open")
             hint(HINT_POOL)
     census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
@@ -172,7 +172,7 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
     txstate = lifecycle.get("txstate", {})
     states = _census_states(record)
     lines: list[str] = []
-    accounted: set[int] = set()
+    accounted: set[int | None] = set()
     before = {s["alias"]: s for s in txstate.get("setup", ())}
     for end in txstate.get("call", ()):
         if not end["open"]:
@@ -206,15 +206,16 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
             lines.append(f"Django connection '{conn['alias']}' of thread {conn['thread']}"
                          f"{_pid(conn['pid'])} is still open and {state} after teardown: "
                          f"{_where(conn['site'], conn['phase'])}")
-    for conn in (record.facts.get("psycopg") or {}).get("connections", ()):
-        if not conn["open"]:
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
+    for raw_conn in raw.connections:
+        if not raw_conn.open:
             continue
-        state = states.get(conn["pid"]) or _raw_state(conn["driver"])
+        state = states.get(raw_conn.pid) or _raw_state(raw_conn.driver)
         if state.startswith("idle in transaction"):
-            accounted.add(conn["pid"])
-            lines.append(f"{conn['kind']} connection of thread {conn['thread']}"
-                         f"{_pid(conn['pid'])} is still open and {state} after teardown: "
-                         f"{_where(conn['site'], conn['phase'])}")
+            accounted.add(raw_conn.pid)
+            lines.append(f"{raw_conn.kind} connection of thread {raw_conn.thread}"
+                         f"{_pid(raw_conn.pid)} is still open and {state} after teardown: "
+                         f"{_where(raw_conn.site, raw_conn.phase)}")
     census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
     for backend in census.backends:
         if backend.pid in accounted or not backend.state.startswith("idle in transaction"):
@@ -332,27 +333,27 @@ def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Findin
       options=(RuleOption("max_connections", None, "--dbguard-max-connections"),))
 def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     findings = []
-    raw = record.facts.get("psycopg") or {}
-    for timeout in raw.get("timeouts", ()):
-        wait = f" after {timeout['timeout']:g} s" if timeout["timeout"] is not None else ""
-        size = (f" with all {_plural(timeout['max_size'], 'connection', 'connections')} "
-                f"checked out" if timeout["max_size"] else "")
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
+    for timeout in raw.timeouts:
+        wait = f" after {timeout.timeout:g} s" if timeout.timeout is not None else ""
+        size = (f" with all {_plural(timeout.max_size, 'connection', 'connections')} "
+                f"checked out" if timeout.max_size else "")
         lines = [f"checked out at {site} and not returned by then"
-                 for site in timeout["checked_out_here"]]
+                 for site in timeout.checked_out_here]
         findings.append(Finding(
-            rule="pool-exhausted", nodeid=record.nodeid, phase=timeout["phase"],
-            message=f"pool '{timeout['pool']}' was exhausted: getconn() timed out{wait}{size}, "
-                    f"at {timeout['site'] or 'an unknown place'}",
+            rule="pool-exhausted", nodeid=record.nodeid, phase=timeout.phase,
+            message=f"pool '{timeout.pool}' was exhausted: getconn() timed out{wait}{size}, "
+                    f"at {timeout.site or 'an unknown place'}",
             hint="return every connection as soon as the work is done (`with pool.connection() "
                  "as conn:`), and size the pool for the concurrency the code really has",
             evidence={"lines": lines},
         ))
-    for refused in raw.get("refused", ()):
+    for refused in raw.refused:
         findings.append(Finding(
-            rule="pool-exhausted", nodeid=record.nodeid, phase=refused["phase"],
-            message=f"PostgreSQL refused a connection with {refused['sqlstate']} (too many "
-                    f"connections) at {refused['site'] or 'an unknown place'}: "
-                    f"{refused['message']}",
+            rule="pool-exhausted", nodeid=record.nodeid, phase=refused.phase,
+            message=f"PostgreSQL refused a connection with {refused.sqlstate} (too many "
+                    f"connections) at {refused.site or 'an unknown place'}: "
+                    f"{refused.message}",
             hint="close connections threads and raw clients no longer need, or put a pool "
                  "(or PgBouncer) in front of PostgreSQL; max_connections is a hard limit",
             evidence={"lines": []},

@@ -8,15 +8,26 @@ from pytest_dbguard.events import Finding, QueryContext, Relation
 from pytest_dbguard.facts import (
     CALL_ERROR,
     CENSUS,
+    PSYCOPG,
     QUERY_TIMEOUT,
     CallError,
     CensusFacts,
+    PoolCheckout,
+    PoolState,
+    PoolTimeout,
+    PsycopgFacts,
     QueryTimeoutFacts,
+    RawConnection,
+    RefusedConnection,
     ServerBackend,
 )
 from pytest_dbguard.rules import builtin_registry, evaluate
 from pytest_dbguard.rules.budget import Budget, check_budget
-from pytest_dbguard.rules.lifecycle import check_connection_leak, check_open_transaction
+from pytest_dbguard.rules.lifecycle import (
+    check_connection_leak,
+    check_open_transaction,
+    check_pool_exhausted,
+)
 from pytest_dbguard.rules.nplusone import check_duplicate, check_nplusone_loop, is_test_code
 from pytest_dbguard.rules.shape import (
     check_pgbouncer_unsafe,
@@ -311,3 +322,69 @@ def test_an_unknown_backend_idle_in_transaction_is_an_open_transaction():
         "PostgreSQL backend pid 41 on database test_shop connected during the test and is idle "
         "in transaction after teardown"]
     assert list(check_open_transaction(RecordBuilder().build(), context())) == []
+
+
+# -- typed psycopg facts: raw connections, pool checkouts, pools, exhaustion --------------------
+
+def psycopg(**facts) -> PsycopgFacts:
+    return PsycopgFacts(**facts)
+
+
+def test_raw_connections_checkouts_and_pools_left_open_are_leaks():
+    facts = psycopg(
+        connections=(RawConnection("psycopg", "MainThread", "call", 51, "shop/sync.py:4", True,
+                                   "idle"),
+                     RawConnection("psycopg", "MainThread", "call", 52, "shop/sync.py:9", False)),
+        checkouts=(PoolCheckout("orders", "call", "shop/jobs.py:3", "MainThread", 53, False,
+                                True),
+                   PoolCheckout("orders", "call", "shop/jobs.py:8", "MainThread", 54, True,
+                                True)),
+        pools=(PoolState("orders", "setup", "conftest.py:12", 4, True),))
+    finding = one(check_connection_leak(RecordBuilder().fact(PSYCOPG, facts).build(),
+                                        context()))
+    assert finding.evidence["lines"] == sorted([
+        "psycopg connection of thread MainThread, backend pid 51, idle: opened at "
+        "shop/sync.py:4 during call",
+        "connection of pool 'orders', backend pid 53 checked out at shop/jobs.py:3 during call "
+        "by thread MainThread and never returned",
+        "pool 'orders' opened at conftest.py:12 during setup is still open",
+    ])
+
+
+def test_closed_raw_connections_and_returned_checkouts_are_not_leaks():
+    facts = psycopg(
+        connections=(RawConnection("psycopg", "MainThread", "call", 52, None, False),),
+        checkouts=(PoolCheckout("orders", "call", None, "MainThread", 54, True, True),),
+        pools=(PoolState("orders", "setup", None, 4, False),))
+    record = RecordBuilder().fact(PSYCOPG, facts).build()
+    assert list(check_connection_leak(record, context())) == []
+    assert list(check_open_transaction(record, context())) == []
+
+
+def test_a_raw_connection_left_in_a_transaction():
+    facts = psycopg(connections=(
+        RawConnection("psycopg", "worker", "call", 61, "shop/sync.py:4", True, "in transaction"),
+        RawConnection("psycopg", "worker", "call", 62, "shop/sync.py:5", True, "idle"),))
+    finding = one(check_open_transaction(RecordBuilder().fact(PSYCOPG, facts).build(),
+                                         context()))
+    assert finding.evidence["lines"] == [
+        "psycopg connection of thread worker, backend pid 61 is still open and idle in "
+        "transaction after teardown: opened at shop/sync.py:4 during call"]
+
+
+def test_pool_timeouts_and_refused_connections_exhaust():
+    facts = psycopg(
+        timeouts=(PoolTimeout("orders", 2, 0.5, "shop/jobs.py:20", "call", "MainThread",
+                              ("shop/jobs.py:3", "shop/jobs.py:4")),),
+        refused=(RefusedConnection("call", "shop/sync.py:7", "MainThread", "53300",
+                                   "sorry, too many clients already"),))
+    timeout, refused = check_pool_exhausted(RecordBuilder().fact(PSYCOPG, facts).build(),
+                                            context())
+    assert timeout.message == ("pool 'orders' was exhausted: getconn() timed out after 0.5 s "
+                               "with all 2 connections checked out, at shop/jobs.py:20")
+    assert timeout.evidence["lines"] == [
+        "checked out at shop/jobs.py:3 and not returned by then",
+        "checked out at shop/jobs.py:4 and not returned by then"]
+    assert refused.message == ("PostgreSQL refused a connection with 53300 (too many "
+                               "connections) at shop/sync.py:7: sorry, too many clients already")
+    assert list(check_pool_exhausted(RecordBuilder().build(), context())) == []
