@@ -122,3 +122,21 @@ class PsycopgFacts:
 
 
 PSYCOPG = "psycopg"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFacts:
+    """Which connections are the test's own, which of them roll back, and every commit.
+
+    `test_conns` are catalog indexes (`ROW_CONN`) of the test thread's Django connections;
+    `rolled_back` the aliases whose test connection was inside atomic when the body began
+    (pytest-django's `db` fixture, Django's TestCase); `events` are (phase, position in that
+    phase's rows, connection index, "commit" or "rollback") in the order they happened.
+    """
+
+    test_conns: tuple[int, ...] = ()
+    rolled_back: tuple[str, ...] = ()
+    events: tuple[tuple[str, int, int, str], ...] = ()
+
+
+COMMITS = "commits"

@@ -6,7 +6,7 @@ tests/test_lifecycle_examples.py); the comment on each says what goes wrong in p
 
 import threading
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from .models import Customer, Order, StockItem
 
@@ -53,3 +53,23 @@ def restock(counts: dict[int, int]) -> None:
 def stock_report() -> dict[str, int]:
     """A sync helper that async views call directly (it should go through sync_to_async)."""
     return {item.book.title: item.on_hand for item in StockItem.objects.select_related("book")}
+
+
+def import_customers_in_background(rows: list[tuple[str, str]]) -> threading.Thread:
+    """Import an uploaded customer list in a worker thread so the upload returns at once.
+
+    The thread writes on its own connection, which commits each row as it goes. A test on the
+    rolling-back `db` fixture cannot undo those commits: the customers outlive the test and turn
+    up in later ones (or break them on the unique email).
+    """
+
+    def run() -> None:
+        try:
+            for email, name in rows:
+                Customer.objects.create(email=email, name=name)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run, name="customer-import")
+    worker.start()
+    return worker

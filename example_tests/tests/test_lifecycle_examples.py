@@ -11,6 +11,7 @@ import pytest
 
 from orders.fulfilment import (
     export_orders_in_background,
+    import_customers_in_background,
     register_customer,
     restock,
     stock_report,
@@ -79,3 +80,14 @@ def undo_abandoned_transaction():
 def test_restock(catalog, undo_abandoned_transaction):
     # Shows `open-transaction`: restock() turns autocommit off and never turns it back on.
     restock({catalog[0].pk: 25})
+
+
+@pytest.mark.django_db
+def test_customer_upload():
+    # Shows `escaped-write`: the import thread commits on its own connection while this test's
+    # changes are rolled back, so its customers stay in the database for the tests after it.
+    # The fix here is `@pytest.mark.django_db(transaction=True)`.
+    import_customers_in_background([("ursula@example.com", "Ursula"),
+                                    ("octavia@example.com", "Octavia")]).join()
+    assert Customer.objects.filter(email__in=["ursula@example.com",
+                                              "octavia@example.com"]).count() == 2

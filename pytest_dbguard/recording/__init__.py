@@ -7,3 +7,4 @@ PROBE_EXPLAIN = "explain"  # PostgreSQL plans of each query shape
 PROBE_LIFECYCLE = "lifecycle"  # transaction state, Django connections, caught errors
 PROBE_PSYCOPG = "psycopg"  # raw psycopg connections and pool checkouts
 PROBE_CENSUS = "census"  # the server's view of the test's backends
+PROBE_COMMITS = "commits"  # commits and rollbacks of Django connections, the test's own ones

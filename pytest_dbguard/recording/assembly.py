@@ -8,6 +8,7 @@ from typing import Any
 
 from . import (
     PROBE_CENSUS,
+    PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
     PROBE_PARAM_KEYS,
@@ -62,6 +63,13 @@ class Recording:
         taps = DjangoTaps(hub)
         taps.install()
         recording = cls(hub, taps)
+        if PROBE_COMMITS in probes:
+            from .commits import CommitProbe
+
+            commits = CommitProbe(hub)
+            commits.install()
+            hub.probes.append(commits)
+            recording._closers.append(commits.uninstall)
         recording._add_lifecycle_probes(probes, test_files, note)
         return recording
 

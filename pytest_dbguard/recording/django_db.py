@@ -159,6 +159,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                     listener(failure, context["connection"], row)
 
     dbguard_tap.dbguard_hub = hub  # type: ignore[attr-defined]
+    dbguard_tap.conn_index = conn_index  # type: ignore[attr-defined]
     return dbguard_tap
 
 

@@ -17,6 +17,7 @@ from .registry import (  # noqa: F401  (the registry's public names)
     ACTIONS,
     JUDGE,
     PROBE_CENSUS,
+    PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
     PROBE_PARAM_KEYS,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 def builtin_specs() -> list[RuleSpec]:
     """The built-in rules, importing their modules on first use."""
     # The import order is the order rules are judged and their findings listed.
-    from . import budget, lifecycle, nplusone, regression, shape, stress  # noqa: F401
+    from . import budget, escaped, lifecycle, nplusone, regression, shape, stress  # noqa: F401
 
     return list(_BUILTIN)
 

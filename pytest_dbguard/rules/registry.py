@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 # what recording a rule can ask for, re-exported for the rules' declarations
 from ..recording import (  # noqa: F401
     PROBE_CENSUS,
+    PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
     PROBE_PARAM_KEYS,

@@ -1,0 +1,90 @@
+"""Commits and rollbacks of Django connections, and which connections are the test's own.
+
+Django commits through `connection.commit()` (the outermost atomic block's exit, or code that
+manages transactions by hand), never through a cursor, so the query taps do not see it: the
+probe wraps `BaseDatabaseWrapper.commit` and `rollback` while the session records and notes
+where in the phase's rows each one happened. `uninstall()` puts the originals back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..facts import COMMITS, CommitFacts
+from .recorder import Hub, TestRecorder
+
+
+def conn_index(hub: Hub, wrapper: Any) -> int | None:
+    """The catalog index the query tap of a Django connection object writes into its rows."""
+    for tap in getattr(wrapper, "execute_wrappers", ()):
+        if getattr(tap, "dbguard_hub", None) is hub:
+            return getattr(tap, "conn_index", None)
+    return None
+
+
+class CommitProbe:
+    """Notes commits and rollbacks, and the test thread's connections and rolled-back aliases."""
+
+    name = COMMITS
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.events: list[tuple[str, int, int, str]] = []
+        self.test_conns: set[int] = set()
+        self.rolled_back: tuple[str, ...] = ()
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        for attr in ("commit", "rollback"):
+            original = BaseDatabaseWrapper.__dict__[attr]
+            self._originals.append((BaseDatabaseWrapper, attr, original))
+            setattr(BaseDatabaseWrapper, attr, self._wrap(original, attr))
+
+    def uninstall(self) -> None:
+        for owner, attr, original in reversed(self._originals):
+            setattr(owner, attr, original)
+        self._originals.clear()
+
+    def _wrap(self, original: Any, kind: str) -> Any:
+        probe = self
+
+        def wrapped(wrapper: Any) -> None:
+            original(wrapper)
+            # after the call: a commit that raised (a deferred constraint) committed nothing
+            probe.note(wrapper, kind)
+
+        wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+        return wrapped
+
+    def note(self, wrapper: Any, kind: str) -> None:
+        hub = self.hub
+        rows, recorder = hub.rows, hub.recorder
+        if rows is None or recorder is None or rows is hub.shared_rows:
+            return
+        index = conn_index(hub, wrapper)
+        if index is not None:
+            self.events.append((recorder.current_phase or "call", len(rows), index, kind))
+
+    # -- probe protocol ----------------------------------------------------------------------
+    def start_test(self, recorder: TestRecorder) -> None:
+        self.events = []
+        self.test_conns = set()
+        self.rolled_back = ()
+
+    def end_phase(self, recorder: TestRecorder, phase: str) -> None:
+        from django.db import connections
+
+        # end_phase runs on the test thread: its connections are the test's own
+        wrappers = list(connections.all(initialized_only=True))
+        for wrapper in wrappers:
+            index = conn_index(self.hub, wrapper)
+            if index is not None:
+                self.test_conns.add(index)
+        if phase == "setup":
+            # inside atomic when the body begins: the test's changes are rolled back at its end
+            self.rolled_back = tuple(sorted(w.alias for w in wrappers if w.in_atomic_block))
+        recorder.facts[self.name] = CommitFacts(
+            test_conns=tuple(sorted(self.test_conns)), rolled_back=self.rolled_back,
+            events=tuple(self.events))

@@ -1,0 +1,118 @@
+"""escaped-write: a write another connection committed while the test's own changes roll back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..events import (
+    FLAG_ERROR,
+    FLAG_IN_ATOMIC,
+    NO_SITE,
+    ROW_CONN,
+    ROW_FLAGS,
+    ROW_SHAPE,
+    ROW_SITE,
+    Finding,
+    QueryRow,
+    TestRecord,
+)
+from ..facts import COMMITS, CommitFacts
+from ..text import short_sql
+from .registry import PROBE_COMMITS, SUSPENDED, TestContext, rule
+
+HINT_ESCAPED = ("the test's own changes are rolled back at its end, but a write another "
+                "connection commits is not: run the test with "
+                "`@pytest.mark.django_db(transaction=True)` (or make it a "
+                "TransactionTestCase), whose flush removes every connection's rows, or keep "
+                "the write on the test's connection (call the code in the test thread rather "
+                "than in another thread or through sync_to_async)")
+
+# Writes judged: those of the test's set-up and body. Teardown writes on other connections are
+# usually the clean-up of such leaks.
+_JUDGED = ("setup", "call")
+_HOW = {False: "committed at once (autocommit)", True: "committed when its atomic block ended"}
+
+
+@rule("escaped-write", "fail", "a write committed on another connection escapes the test's "
+      "rollback", probes=frozenset({PROBE_COMMITS}), stress=SUSPENDED)
+def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    facts: CommitFacts | None = record.facts.get(COMMITS)
+    if facts is None or not facts.rolled_back:
+        return ()
+    own, rolled_back = frozenset(facts.test_conns), frozenset(facts.rolled_back)
+    # (phase, conn) -> per connection: writes waiting for a commit, and savepoint marks
+    pending: dict[int, list[tuple[str, QueryRow, bool]]] = {}
+    marks: dict[int, list[int]] = {}
+    escaped: dict[tuple[int, int, int, bool], int] = {}
+    catalog = None
+
+    def settle(conn_i: int, kind: str) -> None:
+        for _, row, in_atomic in pending.pop(conn_i, ()):
+            if kind == "commit":
+                key = (row[ROW_CONN], row[ROW_SHAPE], row[ROW_SITE], in_atomic)
+                escaped[key] = escaped.get(key, 0) + 1
+        marks.pop(conn_i, None)
+
+    for phase_name in ("setup", "call", "teardown"):
+        phase = record.phase(phase_name)
+        events = [e for e in facts.events if e[0] == phase_name]
+        if not phase.rows and not events:
+            continue
+        catalog = phase.catalog
+        shapes, conns = catalog.shapes, catalog.conns
+        event_i = 0
+        for position, row in enumerate(phase.rows):
+            while event_i < len(events) and events[event_i][1] <= position:
+                settle(events[event_i][2], events[event_i][3])
+                event_i += 1
+            conn_i = row[ROW_CONN]
+            if conn_i in own or conns[conn_i].alias not in rolled_back:
+                continue
+            shape = shapes[row[ROW_SHAPE]]
+            if shape.is_transaction_control:
+                _savepoint(shape.verb, pending.setdefault(conn_i, []),
+                           marks.setdefault(conn_i, []))
+                continue
+            flags = row[ROW_FLAGS]
+            if not shape.is_write or flags & FLAG_ERROR or phase_name not in _JUDGED:
+                continue
+            if flags & FLAG_IN_ATOMIC:
+                pending.setdefault(conn_i, []).append((phase_name, row, True))
+            else:
+                key = (conn_i, row[ROW_SHAPE], row[ROW_SITE], False)
+                escaped[key] = escaped.get(key, 0) + 1
+        for event in events[event_i:]:
+            settle(event[2], event[3])
+    if not escaped or catalog is None:
+        return ()
+    lines = []
+    for (conn_i, shape_i, site_i, in_atomic), n in sorted(escaped.items()):
+        conn = catalog.conns[conn_i]
+        lines.append(f"{n}× {short_sql(catalog.shapes[shape_i].fingerprint)} at "
+                     f"{_site(catalog.sites, site_i)} on Django connection '{conn.alias}' of "
+                     f"thread {conn.thread}, {_HOW[in_atomic]}")
+    total = sum(escaped.values())
+    return (Finding(
+        rule="escaped-write",
+        nodeid=record.nodeid,
+        phase="call",
+        message=f"{total} {'write was' if total == 1 else 'writes were'} committed on another "
+                f"connection while this test's changes are rolled back at its end: the rows "
+                f"stay in the database and leak into later tests",
+        hint=HINT_ESCAPED,
+        evidence={"lines": lines, "count": total},
+    ),)
+
+
+def _savepoint(verb: str, pending: list[tuple[str, QueryRow, bool]], marks: list[int]) -> None:
+    """Follow an inner atomic block: ROLLBACK TO SAVEPOINT undoes the writes since SAVEPOINT."""
+    if verb == "SAVEPOINT":
+        marks.append(len(pending))
+    elif verb == "RELEASE" and marks:
+        marks.pop()
+    elif verb == "ROLLBACK" and marks:
+        del pending[marks.pop():]
+
+
+def _site(sites: list, site_i: int) -> str:
+    return str(sites[site_i]) if site_i != NO_SITE else "an unknown call site"
