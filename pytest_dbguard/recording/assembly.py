@@ -79,14 +79,19 @@ class Recording:
         # --dbguard) gets no psycopg wrappers and no server census.
         if not probes & {PROBE_LIFECYCLE, PROBE_PSYCOPG, PROBE_CENSUS}:
             return
+        from .atomic_exits import AtomicExits
         from .census import CensusProbe
         from .psycopg import PsycopgProbe
         from .txstate import LifecycleProbe
 
         hub, taps = self.hub, self.taps
         raw = PsycopgProbe(hub, taps.note_peak)
+        exits = AtomicExits(hub.classifier)
+        exits.install()
+        self._closers.append(exits.uninstall)
         # order matters: the census names the backends the other probes could not
-        installed: list[Any] = [LifecycleProbe(hub, taps, test_files + ("conftest.py",)), raw]
+        installed: list[Any] = [
+            LifecycleProbe(hub, taps, test_files + ("conftest.py",), exits=exits), raw]
         self._closers.append(raw.uninstall)
         if PROBE_CENSUS in probes:
             census = CensusProbe(hub, taps, raw, note)

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from ..events import NO_SITE, QueryRow
+from .atomic_exits import AtomicExits
 from .callsite import THIRD_PARTY, USER, FrameClassifier
 from .django_db import DjangoTaps
 from .fingerprint import short_sql
@@ -69,8 +70,10 @@ class LifecycleProbe:
     name = "lifecycle"
 
     def __init__(self, hub: Hub, taps: DjangoTaps,
-                 test_file_patterns: Iterable[str] = DEFAULT_TEST_FILES) -> None:
+                 test_file_patterns: Iterable[str] = DEFAULT_TEST_FILES,
+                 exits: AtomicExits | None = None) -> None:
         self.hub = hub
+        self.exits = exits
         self.taps = taps
         self.test_file_patterns = tuple(test_file_patterns)
         self.test_ident: int | None = None
@@ -81,6 +84,8 @@ class LifecycleProbe:
     def start_test(self, recorder: TestRecorder) -> None:
         self.test_ident = threading.get_ident()
         self.errors = []
+        if self.exits is not None:
+            self.exits.reset()
         from django.db import connections
 
         self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
@@ -106,6 +111,8 @@ class LifecycleProbe:
             facts["connections"] = self._other_thread_connections(recorder)
             # the exceptions (and the frames their tracebacks hold) are no longer needed
             self.errors = []
+            if self.exits is not None:
+                self.exits.reset()
 
     # -- errors --------------------------------------------------------------------------------
     def note_error(self, exc: BaseException, wrapper: Any, row: QueryRow) -> None:
@@ -114,9 +121,12 @@ class LifecycleProbe:
             return
         self.errors.append(CaughtError(exc, wrapper.alias, threading.current_thread(),
                                        recorder.current_phase, row))
+        if self.exits is not None:
+            self.exits.watch(exc, wrapper)
 
     def _caught_errors(self) -> list[dict[str, Any]]:
         catalog = self.hub.catalog
+        swallowed = self.exits.swallowed if self.exits is not None else {}
         out = []
         for error in self.errors:
             exc = error.exc
@@ -136,6 +146,8 @@ class LifecycleProbe:
                 "caught_in": caught_in,
                 "caught_at": caught_at,
                 "caught_by": caught_by,
+                # caught inside the atomic block it was raised in: where and how that block ended
+                "in_block": swallowed.get(id(exc)),
             })
         return out
 

@@ -246,12 +246,16 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
       "transaction left unusable", probes=LIFECYCLE_PROBES)
 def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
-    raised = set((record.facts.get("raised") or {}).get("exc_ids", ()))
-    swallowed = [e for e in lifecycle.get("errors", ())
-                 if e["caught_by"] == "code" and e["exc_id"] not in raised]
+    raised_facts = record.facts.get("raised") or {}
+    raised = set(raised_facts.get("exc_ids", ()))
+    caught = [e for e in lifecycle.get("errors", ()) if e["caught_by"] == "code"]
+    # an error swallowed inside its block never left it, even when a failure the test ends
+    # with names it as its cause (TransactionManagementError is raised `from` it)
+    findings = _swallowed_in_block([e for e in caught if e.get("in_block")], record,
+                                   raised_facts.get("type"))
+    swallowed = [e for e in caught if not e.get("in_block") and e["exc_id"] not in raised]
     if not swallowed:
-        return ()
-    findings = []
+        return findings
     for end in lifecycle.get("txstate", {}).get("call", ()):
         if not end["open"]:
             continue
@@ -264,13 +268,7 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
                   and e["thread_ident"] == lifecycle.get("test_ident", e["thread_ident"])]
         if not reasons or not errors:
             continue
-        lines = []
-        for error in errors:
-            code = f" (SQLSTATE {error['sqlstate']})" if error["sqlstate"] else ""
-            lines.append(f"{error['type']}{code}: {error['message']}")
-            lines.append(f"    from {error['sql']} at {error['site'] or 'an unknown place'}; "
-                         f"caught and not re-raised in {error['caught_in']}() at "
-                         f"{error['caught_at']}")
+        lines = _error_lines(errors)
         findings.append(Finding(
             rule="swallowed-db-error",
             nodeid=record.nodeid,
@@ -280,6 +278,42 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
                     f"unusable ({', '.join(reasons)}); the next query in it fails",
             hint=HINT_SWALLOWED,
             evidence={"lines": lines},
+        ))
+    return findings
+
+
+def _error_lines(errors: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for error in errors:
+        code = f" (SQLSTATE {error['sqlstate']})" if error["sqlstate"] else ""
+        lines.append(f"{error['type']}{code}: {error['message']}")
+        lines.append(f"    from {error['sql']} at {error['site'] or 'an unknown place'}; "
+                     f"caught and not re-raised in {error['caught_in']}() at "
+                     f"{error['caught_at']}")
+    return lines
+
+
+def _swallowed_in_block(errors: list[dict[str, Any]], record: TestRecord,
+                        failed_with: str | None) -> list[Finding]:
+    """Errors caught inside the very atomic block they broke, one finding per block."""
+    blocks: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for error in errors:
+        block = error["in_block"]
+        blocks.setdefault((error["alias"], block["block_exit"], block["outcome"]),
+                          []).append(error)
+    findings = []
+    for (alias, block_exit, outcome), group in blocks.items():
+        failed = (f"; the test then failed with {failed_with}, which this explains"
+                  if failed_with else "")
+        findings.append(Finding(
+            rule="swallowed-db-error",
+            nodeid=record.nodeid,
+            phase="call",
+            message=f"{_plural(len(group), 'database error was', 'database errors were')} "
+                    f"caught inside the atomic block at {block_exit} (on "
+                    f"'{alias}') instead of outside it: the block {outcome}{failed}",
+            hint=HINT_SWALLOWED,
+            evidence={"lines": _error_lines(group), "block_exit": block_exit},
         ))
     return findings
 
