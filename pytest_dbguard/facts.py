@@ -111,6 +111,18 @@ class RefusedConnection:
 
 
 @dataclass(frozen=True, slots=True)
+class RawStatement:
+    """Statements of one text, site and thread a raw psycopg connection ran in one phase."""
+
+    phase: str
+    sql: str
+    site: str | None
+    thread: str
+    prepared: bool  # execute(..., prepare=True): a server-side prepared statement
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class PsycopgFacts:
     """What the psycopg probe saw; connections, checkouts and pools only after teardown."""
 
@@ -119,6 +131,7 @@ class PsycopgFacts:
     pools: tuple[PoolState, ...] = ()
     timeouts: tuple[PoolTimeout, ...] = ()
     refused: tuple[RefusedConnection, ...] = ()
+    statements: tuple[RawStatement, ...] = ()
 
 
 PSYCOPG = "psycopg"

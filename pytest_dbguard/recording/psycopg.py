@@ -25,9 +25,11 @@ from ..facts import (
     PoolTimeout,
     PsycopgFacts,
     RawConnection,
+    RawStatement,
     RefusedConnection,
 )
 from .callsite import find_user_frame
+from .raw_statements import watch as watch_statements
 from .recorder import Hub, TestRecorder
 
 _PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -98,6 +100,10 @@ class PsycopgProbe:
         self.pool_pids: set[int] = set()
         self._test: dict[str, list[dict[str, Any]]] = {}
         self._skip_dirs: tuple[str, ...] = (_PLUGIN_DIR,)
+        # one bound method for every watched connection (raw_statements caches by it)
+        self.note_statement = self._note_statement
+        # (phase, sql, site, thread, prepared) -> count, for the test being recorded
+        self._statements: dict[tuple[str, str, str | None, str, bool], int] = {}
 
     # -- installation ----------------------------------------------------------------------
     def ensure_installed(self) -> None:
@@ -236,6 +242,7 @@ class PsycopgProbe:
         if owner is not None:
             return
         self.raw.add(conn)
+        watch_statements(conn, self.note_statement)
         active = self._recording()
         if active is None:
             return
@@ -271,6 +278,14 @@ class PsycopgProbe:
             "message": _first_line(exc),
         })
 
+    def _note_statement(self, sql: str, prepared: bool, caller: Any) -> None:
+        active = self._recording()
+        if active is None or self.hub.rows is self.hub.shared_rows:
+            return
+        key = (active[1], sql[:2000], self._site(caller), threading.current_thread().name,
+               prepared)
+        self._statements[key] = self._statements.get(key, 0) + 1
+
     def pool_opened(self, pool: Any, caller: Any) -> None:
         if self._owner(caller, through_pool=True) is not None:
             return
@@ -290,6 +305,7 @@ class PsycopgProbe:
         if active is None:
             return
         _, phase = active
+        watch_statements(conn, self.note_statement)
         self._test.setdefault("checkouts", []).append({
             "pool": getattr(pool, "name", "?"), "pool_ref": weakref.ref(pool),
             "conn_id": id(conn), "conn_ref": weakref.ref(conn), "phase": phase,
@@ -323,11 +339,13 @@ class PsycopgProbe:
     def start_test(self, recorder: TestRecorder) -> None:
         self.ensure_installed()
         self._test = {}
+        self._statements = {}
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         # pool-exhausted is judged with the call phase: its events are facts from then on
         recorder.facts[self.name] = PsycopgFacts(timeouts=_timeouts(self._test),
-                                                 refused=_refused(self._test))
+                                                 refused=_refused(self._test),
+                                                 statements=_statements(self._statements))
         if phase != "teardown":
             return
         self.ensure_installed()
@@ -366,7 +384,15 @@ class PsycopgProbe:
             pools=tuple(pools),
             timeouts=_timeouts(test),
             refused=_refused(test),
+            statements=_statements(self._statements),
         )
+        self._statements = {}
+
+
+def _statements(seen: dict[tuple[str, str, str | None, str, bool], int]
+                ) -> tuple[RawStatement, ...]:
+    return tuple(RawStatement(phase, sql, site, thread, prepared, count)
+                 for (phase, sql, site, thread, prepared), count in seen.items())
 
 
 def _timeouts(test: dict[str, Any]) -> tuple[PoolTimeout, ...]:

@@ -21,11 +21,12 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..facts import QUERY_TIMEOUT, QueryTimeoutFacts
+from ..facts import PSYCOPG, QUERY_TIMEOUT, PsycopgFacts, QueryTimeoutFacts
 from ..text import short_sql
 from .nplusone import site_text, unit_label
 from .registry import (
     PROBE_EXPLAIN,
+    PROBE_PSYCOPG,
     PROBE_TEMPLATES,
     SUSPENDED,
     RuleOption,
@@ -260,7 +261,8 @@ _SESSION_STATE = (
 )
 
 
-@rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling")
+@rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling",
+      probes=frozenset({PROBE_PSYCOPG}))
 def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
@@ -289,5 +291,46 @@ def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable
                               "site": site_text(catalog, site_i), "lines": []},
                 ))
                 break
+    findings.extend(_raw_session_state(record))
     findings.sort(key=lambda f: f.message)
+    return findings
+
+
+PREPARED = ("server-side prepared statement (execute(..., prepare=True))",
+            "leave prepare to psycopg's prepare_threshold and run it with prepare_threshold=None "
+            "behind PgBouncer < 1.21 (or enable max_prepared_statements on PgBouncer >= 1.21)")
+
+
+def _raw_session_state(record: TestRecord) -> list[Finding]:
+    """The same session state on raw psycopg connections (and pool checkouts) of the body."""
+    raw: PsycopgFacts | None = record.facts.get(PSYCOPG)
+    if raw is None or not raw.statements:
+        return []
+    from ..recording.fingerprint import make_shape
+
+    findings = []
+    for statement in raw.statements:
+        if statement.phase != "call":
+            continue
+        fingerprint = make_shape(statement.sql.strip()).fingerprint
+        found = next(((what, fix) for pattern, what, fix in _SESSION_STATE
+                      if pattern.search(fingerprint)), None)
+        if found is None and statement.prepared:
+            found = PREPARED
+        if found is None:
+            continue
+        what, fix = found
+        site = statement.site or "an unknown call site"
+        findings.append(Finding(
+            rule="pgbouncer-unsafe",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f"{what} breaks under transaction pooling: {short_sql(fingerprint)} at "
+                     f"{site} on a raw psycopg connection of thread {statement.thread}; {fix}"),
+            hint="behind PgBouncer in transaction mode the next transaction may run on "
+                 "another server connection, where this session state does not exist "
+                 "(or leaks to another client)",
+            evidence={"kind": what, "count": statement.count, "fingerprint": fingerprint,
+                      "site": site, "lines": []},
+        ))
     return findings
