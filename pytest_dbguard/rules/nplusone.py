@@ -185,7 +185,13 @@ def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding
             loaders = loader_positions(phase)
         if loaded_one_by_one(group, loaders):
             continue
-        findings.append(_nplusone_finding(record, phase, group, count))
+        finding = _nplusone_finding(record, phase, group, count)
+        repeated = _same_statement_repeats(phase, group.positions)
+        if repeated >= threshold:
+            finding.evidence["lines"].append(
+                f"{repeated} of them are the same statement with the same parameters: the "
+                f"same row loaded again (also reported as duplicate)")
+        findings.append(finding)
     findings.sort(key=lambda f: (-f.evidence["count"], f.message))
     return findings
 
@@ -311,6 +317,36 @@ def _reads_rows(verb: str) -> bool:
     return verb in ("SELECT", "WITH", "VALUES", "TABLE")
 
 
+def _same_statement_repeats(phase: PhaseRecord, positions: list[int]) -> int:
+    """The largest number of rows among `positions` with one SQL+parameters digest."""
+    counts: dict[int, int] = {}
+    for position in positions:
+        key = param_key(phase.rows[position][ROW_FLAGS])
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    return max(counts.values(), default=0)
+
+
+def _lazy_repeats(phase: PhaseRecord) -> dict[tuple[int, int], tuple[list[QueryRow], str]]:
+    """Lazy loads of the same statement with the same parameters: the same related object
+    loaded again and again, (unit, digest) -> (rows, relation label)."""
+    contexts = phase.catalog.contexts
+    same: dict[tuple[int, int], tuple[list[QueryRow], str]] = {}
+    for row in phase.rows:
+        context_i = row[ROW_CONTEXT]
+        if not context_i:
+            continue
+        context = contexts[context_i]
+        key = param_key(row[ROW_FLAGS])
+        if context.relation is None or context.suppressed or not key:
+            continue
+        entry = same.get((row[ROW_UNIT], key))
+        if entry is None:
+            entry = same[(row[ROW_UNIT], key)] = ([], context.relation.label)
+        entry[0].append(row)
+    return same
+
+
 @rule("duplicate", "warn", "the same SQL with the same parameters repeated",
       options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS}), stress=SUSPENDED)
 def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Finding]:
@@ -326,7 +362,11 @@ def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Findin
             if key:
                 same.setdefault((unit, key), []).append(row)
     findings = []
-    for (unit, _key), rows in same.items():
+    groups: list[tuple[int, list[QueryRow], str | None]] = [
+        (unit, rows, None) for (unit, _key), rows in same.items()]
+    groups.extend((unit, rows, label)
+                  for (unit, _key), (rows, label) in _lazy_repeats(phase).items())
+    for unit, rows, lazy in groups:
         count = len(rows)
         if count < threshold:
             continue
@@ -341,10 +381,17 @@ def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Findin
             where = ", ".join(f"{site_text(catalog, s)} ({n}×)" for s, n in ordered[:4])
         message = (f"duplicate query: {count}× the same {short_sql(shape.fingerprint)} with the "
                    f"same parameters at {where}; run it once and reuse the result")
+        if lazy is not None:
+            message = (f"duplicate query: {count}× the same {short_sql(shape.fingerprint)} with "
+                       f"the same parameters at {where}, by lazy {lazy}: the same row loaded "
+                       f"again each time (the N+1 on {lazy} is reported as nplusone); keep the "
+                       f"object you already loaded")
         findings.append(Finding(
             rule="duplicate",
             nodeid=record.nodeid,
             phase="call",
+            # part of an N+1 that fails the test already: never a second failure
+            action="warn" if lazy is not None else "fail",
             message=message,
             hint="hoist the query out of the loop, keep the object you already loaded, or "
                  "cache it for the request (functools.cached_property, a local variable)",
