@@ -8,3 +8,4 @@ PROBE_LIFECYCLE = "lifecycle"  # transaction state, Django connections, caught e
 PROBE_PSYCOPG = "psycopg"  # raw psycopg connections and pool checkouts
 PROBE_CENSUS = "census"  # the server's view of the test's backends
 PROBE_COMMITS = "commits"  # commits and rollbacks of Django connections, the test's own ones
+PROBE_LOCKS = "locks"  # PostgreSQL lock waits while a test has several connections open

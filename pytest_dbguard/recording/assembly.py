@@ -11,6 +11,7 @@ from . import (
     PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
+    PROBE_LOCKS,
     PROBE_PARAM_KEYS,
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,
@@ -70,6 +71,12 @@ class Recording:
             commits.install()
             hub.probes.append(commits)
             recording._closers.append(commits.uninstall)
+        if PROBE_LOCKS in probes:
+            from .lock_sampler import LockSampler
+
+            sampler = LockSampler(hub)
+            hub.probes.append(sampler)
+            recording._closers.append(sampler.close)
         recording._add_lifecycle_probes(probes, test_files, note)
         return recording
 

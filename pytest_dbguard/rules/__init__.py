@@ -20,6 +20,7 @@ from .registry import (  # noqa: F401  (the registry's public names)
     PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
+    PROBE_LOCKS,
     PROBE_PARAM_KEYS,
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,

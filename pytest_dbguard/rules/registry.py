@@ -13,6 +13,7 @@ from ..recording import (  # noqa: F401
     PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
+    PROBE_LOCKS,
     PROBE_PARAM_KEYS,
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..events import Finding, TestRecord
 from ..facts import CALL_ERROR, CallError
-from .registry import STRESS_ON, RuleOption, TestContext, rule
+from .lockwait import lock_waits_outside_stress
+from .registry import PROBE_LOCKS, STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
 DEFAULT_LOCK_WAIT_MS = 200
@@ -159,11 +160,12 @@ def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding
 
 
 @rule("lock-wait", "warn", "a query waited on a lock too long", stress=STRESS_ON,
-      options=(RuleOption("lock_wait_ms", DEFAULT_LOCK_WAIT_MS, "--dbguard-lock-wait-ms"),))
+      options=(RuleOption("lock_wait_ms", DEFAULT_LOCK_WAIT_MS, "--dbguard-lock-wait-ms"),),
+      probes=frozenset({PROBE_LOCKS}))
 def check_lock_wait(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress")
     if not stress:
-        return ()
+        return lock_waits_outside_stress(record, context, LOCK_WAIT_HINT, DEFAULT_LOCK_WAIT_MS)
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for wait in stress.get("lock_waits", ()):
         blocked = wait["blocked"]

@@ -102,7 +102,7 @@ def test_regression_follows_the_baseline_comparison():
 def test_probes_follow_the_active_rules():
     assert policy.probes_needed(RULES, settings()) == frozenset()
     assert policy.probes_needed(RULES, settings(enabled=True)) == {
-        "param-keys", "lifecycle", "psycopg", "census", "commits"}
+        "param-keys", "lifecycle", "psycopg", "census", "commits", "locks"}
     assert policy.probes_needed(RULES, settings(explain=True)) == {"explain"}
     only_async = settings(actions={"async-orm": "warn"})
     assert policy.probes_needed(RULES, only_async) == {"lifecycle", "psycopg"}

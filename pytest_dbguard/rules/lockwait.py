@@ -1,0 +1,66 @@
+"""lock-wait outside stress mode: waits the PostgreSQL lock sampler saw during a test body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..events import NO_SITE, ROW_CONN, ROW_SHAPE, ROW_SITE, Finding, TestRecord
+from ..text import short_sql
+from .registry import TestContext
+
+LOCK_WAITS = "lock_waits"
+
+
+def lock_waits_outside_stress(record: TestRecord, context: TestContext, hint: str,
+                              default_ms: int) -> list[Finding]:
+    waits: list[dict[str, Any]] = record.facts.get(LOCK_WAITS) or []
+    threshold = int(context.options.get("lock_wait_ms", default_ms))
+    sites = _sites(record)
+    findings = []
+    for wait in waits:
+        if wait["wait_ms"] < threshold:
+            continue
+        lines = [f"{_who(wait)} waited {wait['wait_ms']:.0f} ms: {short_sql(wait['sql'])}"
+                 f"{_at(sites, wait)}"]
+        for blocker in sorted(wait["blockers"], key=lambda b: b["pid"]):
+            state = f", {blocker['state']}" if blocker.get("state") else ""
+            last = (f", last statement: {short_sql(blocker['sql'])}{_at(sites, blocker)}"
+                    if blocker.get("sql") else "")
+            lines.append(f"blocked by {_who(blocker)}{state}{last}")
+        findings.append(Finding(
+            rule="lock-wait",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f"a statement waited {wait['wait_ms']:.0f} ms for a lock held by another "
+                     f"connection of this test (threshold {threshold} ms)"),
+            hint=hint,
+            evidence={"max_wait_ms": wait["wait_ms"], "lines": lines},
+        ))
+    return findings
+
+
+def _who(entry: dict[str, Any]) -> str:
+    thread = entry.get("thread")
+    name = f"thread {thread}" if thread else "a backend of the test database"
+    return f"{name} (pid {entry['pid']})"
+
+
+def _sites(record: TestRecord) -> dict[tuple[str, str], str]:
+    """(thread, fingerprint) -> the call site of the first such query in the body."""
+    phase = record.phase("call")
+    catalog = phase.catalog
+    found: dict[tuple[str, str], str] = {}
+    for row in phase.rows:
+        site_i = row[ROW_SITE]
+        if site_i == NO_SITE:
+            continue
+        extra = row[-1] or {}
+        thread = extra.get("thread") or catalog.conns[row[ROW_CONN]].thread
+        key = (thread, catalog.shapes[row[ROW_SHAPE]].fingerprint)
+        found.setdefault(key, str(catalog.sites[site_i]))
+    return found
+
+
+def _at(sites: dict[tuple[str, str], str], entry: dict[str, Any]) -> str:
+    site = sites.get((entry.get("thread") or "", entry.get("sql") or ""))
+    return f" at {site}" if site else ""

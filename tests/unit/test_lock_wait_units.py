@@ -1,0 +1,54 @@
+"""lock-wait outside stress over hand-built sampler facts: threshold, blockers, call sites."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_dbguard.rules.lockwait import LOCK_WAITS
+from pytest_dbguard.rules.stress import LOCK_WAIT_HINT, check_lock_wait
+from tests.records import RecordBuilder, context
+
+pytestmark = pytest.mark.unit
+
+UPDATE = 'UPDATE "shop_author" SET "name" = %s WHERE "shop_author"."id" = %s'
+LOCK = 'SELECT "id" FROM "shop_author" WHERE "shop_author"."id" = %s FOR UPDATE'
+
+
+def wait(ms: float) -> dict:
+    return {"pid": 10, "sql": UPDATE, "wait_ms": ms, "thread": "MainThread",
+            "blockers": [{"pid": 11, "state": "idle in transaction", "sql": LOCK,
+                          "thread": "worker"}]}
+
+
+def judge(*waits: dict, **options) -> list:
+    record = (RecordBuilder()
+              .query("UPDATE \"shop_author\" SET \"name\" = 'b' WHERE \"shop_author\".\"id\" = 1",
+                     site="shop/views.py:30")
+              .query('SELECT "id" FROM "shop_author" WHERE "shop_author"."id" = 1 FOR UPDATE',
+                     thread="worker", site="shop/jobs.py:12")
+              .fact(LOCK_WAITS, list(waits)).build())
+    return list(check_lock_wait(record, context(**options)))
+
+
+def test_a_wait_at_the_threshold_fires_with_both_sides_and_their_sites():
+    [finding] = judge(wait(200.0))
+    assert finding.message == ("a statement waited 200 ms for a lock held by another "
+                               "connection of this test (threshold 200 ms)")
+    assert finding.evidence["lines"] == [
+        f"thread MainThread (pid 10) waited 200 ms: {UPDATE} at shop/views.py:30",
+        "blocked by thread worker (pid 11), idle in transaction, last statement: "
+        'SELECT ... FROM "shop_author" WHERE "shop_author"."id" = %s FOR UPDATE at '
+        "shop/jobs.py:12"]
+    assert finding.hint == LOCK_WAIT_HINT
+
+
+def test_a_shorter_wait_does_not_fire():
+    assert judge(wait(199.0)) == []
+
+
+def test_the_threshold_is_the_option():
+    assert judge(wait(150.0), lock_wait_ms=100) != []
+
+
+def test_no_sampling_no_finding():
+    assert judge() == []
