@@ -73,3 +73,21 @@ def import_customers_in_background(rows: list[tuple[str, str]]) -> threading.Thr
     worker = threading.Thread(target=run, name="customer-import")
     worker.start()
     return worker
+
+
+def import_customers(rows: list[tuple[str, str]]) -> int:
+    """Import a customer list in one transaction, skipping emails that are already taken.
+
+    The IntegrityError is caught inside the atomic block it broke: Django rolls the whole block
+    back at its exit, so the function reports customers imported while the database keeps none
+    of them (and any insert after the duplicate raises TransactionManagementError).
+    """
+    imported = 0
+    with transaction.atomic():
+        for email, name in rows:
+            try:
+                Customer.objects.create(email=email, name=name)
+                imported += 1
+            except IntegrityError:
+                pass
+    return imported

@@ -11,6 +11,7 @@ import pytest
 
 from orders.fulfilment import (
     export_orders_in_background,
+    import_customers,
     import_customers_in_background,
     register_customer,
     restock,
@@ -91,3 +92,12 @@ def test_customer_upload():
                                     ("octavia@example.com", "Octavia")]).join()
     assert Customer.objects.filter(email__in=["ursula@example.com",
                                               "octavia@example.com"]).count() == 2
+
+
+@pytest.mark.django_db
+def test_import_customer_list():
+    # Shows `swallowed-db-error` inside the block it broke: the duplicate is skipped with
+    # `except IntegrityError: pass` inside atomic, so the whole import is rolled back while
+    # import_customers() reports one customer imported.
+    Customer.objects.create(email="taken@example.com", name="Taken")
+    assert import_customers([("new@example.com", "New"), ("taken@example.com", "Again")]) == 1
