@@ -40,7 +40,7 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
     if facts is None or not facts.rolled_back:
         return ()
     own, rolled_back = frozenset(facts.test_conns), frozenset(facts.rolled_back)
-    # (phase, conn) -> per connection: writes waiting for a commit, and savepoint marks
+    # per other connection: its writes waiting for a commit, and its open savepoints
     pending: dict[int, list[tuple[str, QueryRow, bool]]] = {}
     marks: dict[int, list[int]] = {}
     escaped: dict[tuple[int, int, int, bool], int] = {}
