@@ -18,7 +18,7 @@ def test_junitxml_properties(djproject, workers):
         props[case.get("name")] = {p.get("name"): p.get("value")
                                    for p in case.iter("property")}
     assert props["test_over_budget"]["dbguard_queries_call"] == "5"
-    assert props["test_over_budget"]["dbguard_findings"] == "budget,nplusone"
+    assert props["test_over_budget"]["dbguard_findings"] == "budget,duplicate,nplusone"
     assert props["test_grows"]["dbguard_queries_call"] == "2"
     assert props["test_grows"]["dbguard_findings"] == "regression"
     assert set(props["test_grows"]) == {"dbguard_queries_setup", "dbguard_queries_call",

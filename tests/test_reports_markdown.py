@@ -11,7 +11,7 @@ def test_markdown_summary_of_a_pr_run(djproject):
     md = (djproject.path / "summary.md").read_text()
     assert md.startswith("## ❌ pytest-dbguard\n")
     assert "**5 tests recorded," in md
-    assert "**3 failing findings** · 0 warnings · 1 allowed · 2 tests failed by dbguard" in md
+    assert "**3 failing findings** · 1 warnings · 1 allowed · 2 tests failed by dbguard" in md
     assert ("**1 regressions** beyond tolerance 0 (1 more allowed by dbguard\\_allow) · "
             "0 within tolerance · 0 improved · 1 new tests (not in the baseline) · "
             "2 unchanged") in md
