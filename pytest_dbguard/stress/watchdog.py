@@ -309,7 +309,13 @@ class Watchdog:
             if seen["blocked"].get("site") is None:
                 seen["blocked"]["site"] = node["site"]
             for blocker in node["blocked_by"]:
-                seen["blockers"][blocker] = self._describe(blocker, nodes)
+                described = self._describe(blocker, nodes)
+                earlier = seen["blockers"].get(blocker)
+                if earlier is not None and earlier.get("site"):
+                    # the line the holder was at when the wait was first seen (its slow call);
+                    # a later sample can catch it already in its commit, on the `with` line
+                    described["site"] = earlier["site"]
+                seen["blockers"][blocker] = described
         for cycle in _cycles(nodes):
             key2 = (index, frozenset(cycle))
             known = self._cycles.get(key2)
