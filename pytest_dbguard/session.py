@@ -19,7 +19,7 @@ from .config import Settings
 from .events import Finding, Query, TestRecord
 from .recording.recorder import Hub, TestRecorder, build_phase
 from .reporting import baseline as baseline_file
-from .reporting import json_report, terminal
+from .reporting import run, terminal
 from .reporting.entries import RunResults, test_entry
 from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
@@ -356,7 +356,8 @@ class DbguardSession:
         path, line = item.location[0], item.location[1]
         entry = test_entry(record, state.findings, duration_ms,
                            call_completed=state.call_completed,
-                           location=(path.replace("\\", "/"), (line or 0) + 1))
+                           location=(path.replace("\\", "/"), (line or 0) + 1),
+                           allowed=state.allowed)
         if self.hub is not None:
             self.shared_fixture_queries = self.hub.shared_query_count
             self.hub.finish_test()
@@ -436,55 +437,20 @@ class DbguardSession:
         entries = sorted(self.finished_entries(), key=lambda e: e["nodeid"])
         results = RunResults(entries=entries, shared_fixture_queries=self.shared_fixture_queries,
                              sql=self.seen_sql(), crashed_workers=list(self.crashed_workers),
-                             notes=list(self.notes))
+                             session_notes=list(self.notes), meta=run.run_meta(self.settings))
         if self.records_every_test and self.entries:
             results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
         settings = self.settings
+        request = None
         if settings.baseline is not None:
-            if settings.baseline_update:
-                self._new_baseline, results.baseline_update = baseline_file.updated(
-                    settings.baseline, entries, results.sql, self.selected,
-                    settings.baseline_prune)
-            else:
-                assert settings.baseline_tolerance is not None
-                results.comparison = baseline_file.compare(settings.baseline, entries,
-                                                           settings.baseline_tolerance)
-        results.notes.extend(self._run_notes(results))
+            assert settings.baseline_path is not None and settings.baseline_tolerance is not None
+            request = run.BaselineRequest(
+                settings.baseline_path, settings.baseline, settings.baseline_tolerance,
+                update=settings.baseline_update, prune=settings.baseline_prune,
+                selected=self.selected)
+        self._new_baseline = run.conclude(results, request)
         self._results = results
         return results
-
-    def _run_notes(self, results: RunResults) -> list[str]:
-        notes = []
-        if results.crashed_workers:
-            notes.append("xdist workers crashed: " + "; ".join(results.crashed_workers))
-        if results.missing_records:
-            shown = ", ".join(results.missing_records[:10])
-            more = len(results.missing_records) - 10
-            notes.append(f"no dbguard record for {len(results.missing_records)} tests (worker "
-                         f"crash or internal error): {shown}" + (f" and {more} more"
-                                                                 if more > 0 else ""))
-        comparison = results.comparison
-        if comparison is not None:
-            notes.append(
-                f"baseline {self.settings.baseline_path}: {len(comparison.regressions)} "
-                f"regressions"
-                + (f" ({len(comparison.allowed)} more allowed)" if comparison.allowed else "")
-                + f", {len(comparison.within_tolerance)} within tolerance "
-                f"{comparison.tolerance}, {len(comparison.improvements)} improved, "
-                f"{len(comparison.new_tests)} new tests not in the baseline")
-            if comparison.improvements:
-                notes.append("tests now run fewer queries than the baseline: lock the gain in "
-                             "with --dbguard-baseline-update")
-        update = results.baseline_update
-        if update is not None:
-            notes.append(
-                f"baseline {self.settings.baseline_path} updated: {len(update.added)} added, "
-                f"{len(update.changed)} changed, {len(update.pruned)} pruned")
-            if update.not_updated:
-                notes.append(f"{len(update.not_updated)} tests kept their old baseline entry "
-                             f"because their body did not run to the end (skipped, failed "
-                             f"with an exception, errored)")
-        return notes
 
     def terminal_lines(self, verbosity: int) -> list[str]:
         results = self.results()
@@ -494,25 +460,11 @@ class DbguardSession:
                                       verbosity, warnings, results.notes)
 
     def write_reports(self) -> None:
-        """Write every requested report; the baseline last, so a failing writer leaves it."""
-        # imported here: a run that asks for no report never loads the writers
-        from .reporting import html, markdown, sarif
-
         settings = self.settings
-        results = self.results()
-        if settings.json_path:
-            document = json_report.build(results.entries, results.shared_fixture_queries)
-            document["summary"] = results.summary()
-            json_report.write(settings.json_path, document)
-        if settings.md_path:
-            markdown.write(settings.md_path, results)
-        if settings.html_path:
-            html.write(settings.html_path, results)
-        if settings.sarif_path:
-            sarif.write(settings.sarif_path, results)
-        if settings.baseline is not None and settings.baseline_update:
-            assert settings.baseline_path is not None and self._new_baseline is not None
-            baseline_file.write(settings.baseline_path, self._new_baseline)
+        run.write_all(self.results(), run.Outputs(json=settings.json_path, md=settings.md_path,
+                                                  html=settings.html_path,
+                                                  sarif=settings.sarif_path),
+                      self._new_baseline, settings.baseline_path)
 
 
 def _transactional(item: pytest.Item) -> bool | None:

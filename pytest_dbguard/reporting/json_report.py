@@ -1,4 +1,4 @@
-"""The --dbguard-json report: versioned schema, written atomically."""
+"""The --dbguard-json report: versioned schema, written atomically, read back into RunResults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import os
 import tempfile
 from typing import Any
 
-from .entries import SCHEMA, summarise
+from .entries import SCHEMA, RunResults, summarise
+
+
+class ReportError(Exception):
+    """A JSON report that cannot be read back; the text says what is wrong (not where)."""
 
 
 def build(entries: list[dict[str, Any]], shared_fixture_queries: int = 0,
@@ -18,6 +22,61 @@ def build(entries: list[dict[str, Any]], shared_fixture_queries: int = 0,
         summary.update(extra_summary)
     tests = sorted(entries, key=lambda e: e["nodeid"])
     return {"schema": SCHEMA, "summary": summary, "tests": tests}
+
+
+def document(results: RunResults) -> dict[str, Any]:
+    """The whole run: what every other report is rendered from, so `dbguard report` can too.
+
+    Keys beyond schema/summary/tests were added in 0.1 for `dbguard combine`; readers of the
+    first layout keep working.
+    """
+    meta = results.meta
+    return {
+        "schema": SCHEMA,
+        "plugin_version": meta.get("plugin_version"),
+        "settings": meta.get("settings"),
+        "summary": results.summary(),
+        "notes": list(results.session_notes),
+        "crashed_workers": list(results.crashed_workers),
+        # fingerprint id -> normalised SQL of every shape the run saw, sorted so that shards
+        # combined write what one run writes
+        "sql": dict(sorted(results.sql.items())),
+        "tests": sorted(results.entries, key=lambda e: e["nodeid"]),
+    }
+
+
+NEEDED = {"plugin_version": str, "settings": dict, "summary": dict, "notes": list,
+          "crashed_workers": list, "sql": dict, "tests": list}
+
+
+def results_from(data: Any) -> RunResults:
+    """A document written by `document` back into RunResults, checked; ReportError otherwise.
+
+    The baseline verdict is not read back: `dbguard report` judges the whole run again.
+    """
+    if not isinstance(data, dict):
+        raise ReportError(f'is not a dbguard JSON report (expected an object with "schema": '
+                          f'"{SCHEMA}")')
+    if data.get("schema") != SCHEMA:
+        raise ReportError(f"has schema {data.get('schema')!r}, expected {SCHEMA!r}")
+    for key, kind in NEEDED.items():
+        if not isinstance(data.get(key), kind):
+            raise ReportError(
+                f'has no "{key}" {kind.__name__}: it was written by an older pytest-dbguard; '
+                f"rerun the tests with this version's --dbguard-json")
+    for test in data["tests"]:
+        if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
+            raise ReportError('has a test entry without a "nodeid"')
+    summary = data["summary"]
+    return RunResults(
+        entries=sorted(data["tests"], key=lambda e: e["nodeid"]),
+        shared_fixture_queries=int(summary.get("shared_fixture_queries", 0)),
+        sql=dict(data["sql"]),
+        missing_records=list(summary.get("missing_records", ())),
+        crashed_workers=list(data["crashed_workers"]),
+        session_notes=list(data["notes"]),
+        meta={"plugin_version": data["plugin_version"], "settings": data["settings"]},
+    )
 
 
 def write_atomic(path: str, text: str) -> None:
