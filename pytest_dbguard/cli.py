@@ -120,7 +120,6 @@ def _cmd_combine(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if not args.shards and not args.glob:
         parser.error("give the shard JSON reports to combine (paths, '-' or --glob PATTERN)")
     merged = combine([_read(path) for path in _inputs(args)])
-    merged.notes = list(merged.session_notes)
     text = json_report.dumps(json_report.document(merged))
     if args.output == "-":
         sys.stdout.write(text)
