@@ -215,7 +215,7 @@ def test_three_shards_combine_to_the_unsharded_reports(djproject, split, workers
                                           "not_updated": ["test_orders.py::test_payment"]}
 
 
-def test_one_grown_test_in_one_shard_fails_exactly_that_test(djproject):
+def test_one_grown_test_in_one_shard_fails_exactly_that_test(djproject, backend):
     write_suite(djproject)
     root = djproject.path
     djproject.run("--dbguard", "--dbguard-baseline", "base.json", "--dbguard-baseline-update")

@@ -31,6 +31,7 @@ def document(results: RunResults) -> dict[str, Any]:
     first layout keep working.
     """
     meta = results.meta
+    used = {fp_id for entry in results.entries for fp_id in entry.get("call_fingerprints", ())}
     return {
         "schema": SCHEMA,
         "plugin_version": meta.get("plugin_version"),
@@ -38,9 +39,10 @@ def document(results: RunResults) -> dict[str, Any]:
         "summary": results.summary(),
         "notes": list(results.session_notes),
         "crashed_workers": list(results.crashed_workers),
-        # fingerprint id -> normalised SQL of every shape the run saw, sorted so that shards
-        # combined write what one run writes
-        "sql": dict(sorted(results.sql.items())),
+        # fingerprint id -> normalised SQL of the tests' call-phase shapes (what the baseline
+        # and the reports name), sorted: shapes only session fixtures ran (CREATE DATABASE
+        # test_x_gw0) depend on the process, not on the tests, and would make shards differ
+        "sql": {fp_id: text for fp_id, text in sorted(results.sql.items()) if fp_id in used},
         "tests": sorted(results.entries, key=lambda e: e["nodeid"]),
     }
 
