@@ -22,11 +22,11 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pytest_dbguard import cli  # noqa: E402
+from pytest_dbguard import baseline, cli  # noqa: E402
 from pytest_dbguard.events import CallSite, Catalog, ConnInfo, Finding, TestRecord  # noqa: E402
 from pytest_dbguard.recording.fingerprint import make_shape  # noqa: E402
 from pytest_dbguard.recording.recorder import build_phase  # noqa: E402
-from pytest_dbguard.reporting import baseline, html, json_report, markdown, sarif  # noqa: E402
+from pytest_dbguard.reporting import html, json_report, markdown, sarif  # noqa: E402
 from pytest_dbguard.reporting.entries import RunResults, test_entry  # noqa: E402
 from pytest_dbguard.rules.regression import Tolerance  # noqa: E402
 
@@ -109,7 +109,7 @@ def main() -> None:
     for group in range(4):
         shard = RunResults(entries=results.entries[group::4], sql=sql,
                            meta={"plugin_version": "0", "settings": {}})
-        json_report.write(paths[f"shard-{group + 1}.json"], json_report.document(shard))
+        json_report.write(paths[f"shard-{group + 1}.json"], shard)
 
     def combine_shards() -> RunResults:
         import json
@@ -122,8 +122,7 @@ def main() -> None:
 
     steps: list[tuple[str, Callable[[], object]]] = [
         ("merge + compare with baseline", merge),
-        ("json", lambda: json_report.write(paths["report.json"], dict(
-            json_report.build(results.entries), summary=results.summary()))),
+        ("json", lambda: json_report.write(paths["report.json"], results)),
         ("markdown", lambda: markdown.write(paths["report.md"], results)),
         ("html", lambda: html.write(paths["report.html"], results)),
         ("sarif", lambda: sarif.write(paths["report.sarif"], results)),

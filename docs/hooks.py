@@ -51,11 +51,13 @@ class Recorder:
 def registries() -> tuple[list[Option], list[Ini], dict[str, str], dict[str, Any]]:
     """Everything the reference shows, read from the code in one place (re-point here)."""
     from pytest_dbguard import config, markers
-    from pytest_dbguard.rules import RULES
+    from pytest_dbguard.rules import builtin_registry
 
     recorder = Recorder()
     config.add_options(recorder)  # type: ignore[arg-type]
-    return recorder.options, recorder.ini, dict(markers.MARKERS), dict(RULES)
+    # the registry a run starts from, in the order findings are listed
+    rules = {spec.id: spec for spec in builtin_registry()}
+    return recorder.options, recorder.ini, dict(markers.MARKERS), rules
 
 
 def _cell(text: Any) -> str:
@@ -104,9 +106,25 @@ def rules_table(up: str = "") -> str:
     """`up` leads from the page's folder back to docs/, for the links to the rule pages."""
     _, _, _, rules = registries()
     rows = ["| rule | default under `--dbguard` | fires when |", "|---|---|---|"]
-    rows += [f"| [`{rule_id}`]({up}rules/{rule_id}.md) | {spec.default_action} | "
+    rows += [f"| [`{rule_id}`]({up}rules/{rule_id}.md) | {_default(spec)} | "
              f"{_cell(spec.summary)} |" for rule_id, spec in rules.items()]
     return "\n".join(rows)
+
+
+def _flag(spec: Any, name: str) -> str:
+    flag = next((o.flag for o in spec.options if o.name == name and o.flag), None)
+    return f"`{flag}`" if flag else f"`{name}`"
+
+
+def _default(spec: Any) -> str:
+    """A switched rule has nothing to check, so stays off, until its option names something."""
+    if spec.switch is None:
+        return str(spec.default_action)
+    return f"off; {spec.default_action} with {_flag(spec, spec.switch)}"
+
+
+def _options(spec: Any) -> str:
+    return ", ".join(f"{_flag(spec, o.name)} (default `{o.default!r}`)" for o in spec.options)
 
 
 def rule_facts(rule_id: str) -> str:
@@ -116,7 +134,8 @@ def rule_facts(rule_id: str) -> str:
         raise KeyError(f"docs name rule {rule_id!r}, which pytest_dbguard.rules does not have")
     return (f"!!! info \"`{rule_id}` at a glance\"\n"
             f"    {spec.summary[0].upper() + spec.summary[1:]}. Default action under "
-            f"`--dbguard`: **{spec.default_action}**. Judged {_when(spec)}.")
+            f"`--dbguard`: **{_default(spec)}**. Judged {_when(spec)}."
+            + (f" Options: {_options(spec)}." if spec.options else ""))
 
 
 PLACEHOLDERS = {

@@ -5,7 +5,8 @@
 
 Exit codes CI can gate on: 0 clean, 1 failing findings or baseline regressions, 2 bad usage
 (argparse), 4 unusable input (missing file, corrupt JSON, shards that do not belong together).
-Everything after reading the JSON goes through reporting/run.py, the code a single run uses.
+Everything after reading the JSON is the code a single run uses: reporting/run.py concludes the
+run, `reporting.write_requested` writes every format of `reporting.FORMATS`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import reporting
 from .reporting import json_report, run
 from .reporting.entries import RunResults
 
@@ -65,7 +67,7 @@ def combine(named: Sequence[tuple[str, Any]]) -> RunResults:
         raise InputError("no shard reports to combine")
     shards = [(label, _results(label, data)) for label, data in named]
     first_label, first = shards[0]
-    merged = RunResults(entries=[], meta=dict(first.meta))
+    merged = RunResults(entries=[], meta=dict(first.meta), rules=dict(first.rules))
     owner: dict[str, str] = {}
     for label, shard in shards:
         version, first_version = shard.meta["plugin_version"], first.meta["plugin_version"]
@@ -79,6 +81,12 @@ def combine(named: Sequence[tuple[str, Any]]) -> RunResults:
             raise InputError(
                 f"{first_label} and {label} were run with different dbguard settings "
                 f"({', '.join(keys)}); give every shard the same dbguard options")
+        if shard.rules != first.rules:
+            ids = sorted(set(shard.rules) ^ set(first.rules)) or sorted(
+                k for k in shard.rules if shard.rules[k] != first.rules.get(k))
+            raise InputError(
+                f"{first_label} and {label} were run with different rules ({', '.join(ids)}); "
+                f"register the same rules (pytest_dbguard_register_rules) in every shard")
         for entry in shard.entries:
             nodeid = entry["nodeid"]
             if nodeid in owner:
@@ -124,12 +132,12 @@ def _cmd_combine(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        json_report.write_atomic(args.output, text)
+        reporting.write_atomic(args.output, text)
     return CLEAN
 
 
 def _baseline_request(args: argparse.Namespace, results: RunResults) -> run.BaselineRequest:
-    from .reporting import baseline as baseline_file
+    from . import baseline as baseline_file
     from .rules.regression import parse_tolerance
 
     try:
@@ -168,18 +176,19 @@ def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     results = _results(label, data)
     request = _baseline_request(args, results) if args.baseline is not None else None
     new_baseline = run.conclude(results, request)
-    outputs = run.Outputs(json=args.json, md=args.md, html=args.html, sarif=args.sarif,
-                          junitxml=args.junitxml)
+    # the paths under the Settings attribute names the formats table reads
+    paths = argparse.Namespace(**{f.setting: getattr(args, f.setting) for f in reporting.FORMATS})
     try:
-        run.write_all(results, outputs, new_baseline, request.path if request else None)
+        reporting.write_requested(paths, results)
+        if new_baseline is not None and request is not None:
+            from . import baseline as baseline_file
+
+            baseline_file.write(request.path, new_baseline)  # last: a failing writer leaves it
     except OSError as exc:
         raise InputError(f"cannot write {exc.filename}: {exc.strerror}") from None
     from .reporting import terminal
 
-    warnings = [f for e in results.entries for f in e["findings"]
-                if f["action"] == "warn" and not f.get("allowed")]
-    for line in terminal.summary_lines(results.entries, results.shared_fixture_queries, 0,
-                                       warnings, results.notes):
+    for line in terminal.summary_lines(results, 0):
         print(line)
     return FAILING if run.failing(results) else CLEAN
 
@@ -209,12 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("report", metavar="MERGED.json",
                             help="a report from `dbguard combine` or --dbguard-json; '-' reads "
                                  "standard input")
-    for flag, what in (("--json", "the JSON report, with the baseline verdict applied"),
-                       ("--md", "the Markdown summary (e.g. $GITHUB_STEP_SUMMARY)"),
-                       ("--html", "the self-contained HTML report"),
-                       ("--sarif", "SARIF 2.1.0 for code scanning"),
-                       ("--junitxml", "JUnit XML, one testcase per recorded test")):
-        report_cmd.add_argument(flag, metavar="PATH", help=f"write {what}")
+    for report in reporting.FORMATS:
+        report_cmd.add_argument(report.cli, dest=report.setting, metavar="PATH",
+                                help=f"write {report.what}")
     report_cmd.add_argument("--baseline", metavar="PATH",
                             help="compare call-phase query counts with this baseline file")
     report_cmd.add_argument("--update", action="store_true",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_dbguard.reporting.baseline import Baseline, Change, Comparison
+from pytest_dbguard.baseline import Baseline, Change, Comparison
 from pytest_dbguard.reporting.entries import RunResults
 from pytest_dbguard.reporting.run import failing
 from pytest_dbguard.rules.regression import Tolerance, judge_entries
@@ -115,6 +115,15 @@ def test_different_settings(shards):
     result = dbguard_cli(shards, "combine", "shard-1.json", "strict.json", "-o", "out.json")
     assert_one_line_error(result, "shard-1.json and strict.json were run with different "
                                   "dbguard settings (max_queries, nplusone_threshold)")
+
+
+def test_different_rules(shards):
+    # one shard's conftest registered a rule the other's did not
+    edit(shards, "shard-2.json", "custom.json", lambda d: d["rules"].update(
+        {"shop-count-star": {"default": "warn", "summary": "COUNT(*) in the test body"}}))
+    result = dbguard_cli(shards, "combine", "shard-1.json", "custom.json", "-o", "out.json")
+    assert_one_line_error(result, "shard-1.json and custom.json were run with different rules "
+                                  "(shop-count-star)", "pytest_dbguard_register_rules")
 
 
 def test_duplicate_nodeid(shards):

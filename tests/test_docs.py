@@ -54,8 +54,12 @@ def test_reference_tables_come_from_the_registries(pytestconfig):
     assert all(f"({name})" in markers for name in MARKERS)
     table = hooks.rules_table("../")
     assert table.count("](../rules/") == len(RULES)
-    assert "| [`missing-index`](../rules/missing-index.md) | off |" in table
+    # a switched rule is off until its option names what to check
+    assert ("| [`missing-index`](../rules/missing-index.md) | off; warn with "
+            "`--dbguard-explain` |") in table
+    assert "| [`template-query`](../rules/template-query.md) | off |" in table
     facts = hooks.rule_facts("connection-leak")
     assert "Default action under `--dbguard`: **fail**" in facts and "after teardown" in facts
+    assert "Options: `--dbguard-slow-ms` (default `100.0`)." in hooks.rule_facts("slow-query")
     with pytest.raises(KeyError, match="n-plus-one"):
         hooks.rule_facts("n-plus-one")

@@ -32,12 +32,18 @@ def test_json_report_shape(djproject, backend):
     result = djproject.run("--dbguard", "--dbguard-json", str(path))
     result.assert_outcomes(passed=1, failed=1)
     document = json.loads(path.read_text())
-    assert list(document) == ["schema", "plugin_version", "settings", "summary", "notes",
-                              "crashed_workers", "sql", "tests"]
+    assert list(document) == ["schema", "plugin_version", "settings", "rules", "summary",
+                              "notes", "crashed_workers", "sql", "tests"]
     assert document["schema"] == "pytest-dbguard/1"
     # what `dbguard combine` checks shards agree on, and `dbguard report` renders from
     assert document["settings"]["enabled"] is True and document["settings"]["baseline"] is None
     assert (document["notes"], document["crashed_workers"]) == ([], [])
+    # the run's rules in registry order, with their defaults: what `dbguard report` lists
+    rules = document["rules"]
+    assert list(rules)[:2] == ["budget", "connection-leak"] and len(rules) == 19
+    assert rules["nplusone-loop"] == {"default": "warn",
+                                      "summary": "one query shape repeated from one call site "
+                                                 "in a loop"}
     call_ids = {fp_id for test in document["tests"] for fp_id in test["call_fingerprints"]}
     assert len(call_ids) == 3 and call_ids <= set(document["sql"])
     assert list(document["sql"]) == sorted(document["sql"])
@@ -118,12 +124,13 @@ def test_terminal_summary_and_quiet_mode(djproject):
 
 def test_internal_error_is_reported_as_the_plugins(djproject):
     djproject.write("conftest.py", '''
-        from pytest_dbguard import rules
+        from pytest_dbguard.rules import budget
 
-        def broken(record, context):
+        def broken(*args, **kwargs):
             raise RuntimeError("boom in a rule")
 
-        rules.load_checks()["budget"] = broken
+        # a built-in rule's bug (unlike a custom rule's) is the plugin's internal error
+        budget.describe_excess = broken
     ''')
     djproject.write_test(TWO_TESTS)
     result = djproject.run("--dbguard")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from typing import Any
 
-from .entries import SCHEMA, RunResults, summarise
+from . import write_atomic
+from .entries import SCHEMA, ReportEntry, RunResults, builtin_rule_table, summarise
 
 
 class ReportError(Exception):
     """A JSON report that cannot be read back; the text says what is wrong (not where)."""
 
 
-def build(entries: list[dict[str, Any]], shared_fixture_queries: int = 0,
+def build(entries: list[ReportEntry], shared_fixture_queries: int = 0,
           extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     summary = summarise(entries, shared_fixture_queries)
     if extra_summary:
@@ -36,6 +34,10 @@ def document(results: RunResults) -> dict[str, Any]:
         "schema": SCHEMA,
         "plugin_version": meta.get("plugin_version"),
         "settings": meta.get("settings"),
+        # every rule of the run, built-in and the project's own, in the order findings are
+        # listed: what the other formats describe rules from when `dbguard report` renders them
+        "rules": {rule_id: {"default": default, "summary": summary}
+                  for rule_id, (default, summary) in results.rules.items()},
         "summary": results.summary(),
         "notes": list(results.session_notes),
         "crashed_workers": list(results.crashed_workers),
@@ -70,6 +72,7 @@ def results_from(data: Any) -> RunResults:
         if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
             raise ReportError('has a test entry without a "nodeid"')
     summary = data["summary"]
+    rules = data.get("rules")
     return RunResults(
         entries=sorted(data["tests"], key=lambda e: e["nodeid"]),
         shared_fixture_queries=int(summary.get("shared_fixture_queries", 0)),
@@ -78,23 +81,10 @@ def results_from(data: Any) -> RunResults:
         crashed_workers=list(data["crashed_workers"]),
         session_notes=list(data["notes"]),
         meta={"plugin_version": data["plugin_version"], "settings": data["settings"]},
+        rules=({rule_id: (str(rule["default"]), str(rule["summary"]))
+                for rule_id, rule in rules.items()}
+               if isinstance(rules, dict) else builtin_rule_table()),
     )
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write next to the target and rename over it: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".dbguard-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -113,5 +103,5 @@ def dumps(document: dict[str, Any]) -> str:
             + "]\n}\n")
 
 
-def write(path: str, document: dict[str, Any]) -> None:
-    write_atomic(path, dumps(document))
+def write(path: str, results: RunResults) -> None:
+    write_atomic(path, dumps(document(results)))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ..events import PHASES
+from . import write_atomic
 from .entries import RunResults
-from .json_report import write_atomic
 
 
 def render(results: RunResults) -> str:

@@ -1,7 +1,8 @@
-"""The end of a run as data: baseline judgement, run notes, and every report written from it.
+"""The end of a run as data: what the JSON report says about the run, baseline verdict, notes.
 
-The plugin (session.py) and `dbguard report` (cli.py) both finish a run through `conclude` and
-`write_all`, so shards combined afterwards write the same bytes as one run over the whole suite.
+The plugin (results.py) and `dbguard report` (cli.py) both finish a run through `conclude` and
+write it with `reporting.write_requested`, so shards combined afterwards write the same bytes as
+one run over the whole suite.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from .entries import RunResults
 
 if TYPE_CHECKING:
+    from ..baseline import Baseline
     from ..config import Settings
     from ..rules.regression import Tolerance
-    from .baseline import Baseline
 
 
 @functools.cache
@@ -38,23 +39,22 @@ def run_meta(settings: Settings) -> dict[str, Any]:
     if settings.baseline is not None:
         baseline = {"mode": "update" if settings.baseline_update else "compare",
                     "tolerance": str(settings.baseline_tolerance)}
-    return {"plugin_version": plugin_version(), "settings": {
+    described: dict[str, Any] = {
         "enabled": settings.enabled,
         "actions": dict(sorted(settings.actions.items())),
         "max_queries": settings.max_queries,
-        "max_connections": settings.max_connections,
         "show_params": settings.show_params,
-        "nplusone_threshold": settings.nplusone_threshold,
-        "slow_ms": settings.slow_ms,
         "query_timeout_ms": settings.query_timeout_ms,
-        "explain": settings.explain,
-        "readonly_aliases": list(settings.readonly_aliases),
         "stress_threads": settings.stress_threads,
         "stress_scope": settings.stress_scope,
         "stress_timeout": settings.stress_timeout,
-        "lock_wait_ms": settings.lock_wait_ms,
         "baseline": baseline,
-    }}
+    }
+    # every rule option, built-in or a project's rule's, under its own name
+    for name, value in sorted(settings.rule_options.items()):
+        described[name] = sorted(value) if isinstance(value, (set, frozenset)) else (
+            list(value) if isinstance(value, tuple) else value)
+    return {"plugin_version": plugin_version(), "settings": described}
 
 
 @dataclass(frozen=True)
@@ -72,18 +72,9 @@ class BaselineRequest:
     judge_action: str | None = None
 
 
-@dataclass(frozen=True)
-class Outputs:
-    json: str | None = None
-    md: str | None = None
-    html: str | None = None
-    sarif: str | None = None
-    junitxml: str | None = None
-
-
 def conclude(results: RunResults, request: BaselineRequest | None) -> Baseline | None:
     """Judge the run against the baseline and write the run notes; the new baseline on update."""
-    from . import baseline as baseline_file
+    from .. import baseline as baseline_file
 
     new_baseline = None
     if request is not None:
@@ -136,35 +127,6 @@ def run_notes(results: RunResults, baseline_path: str | None) -> list[str]:
                          f"because their body did not run to the end (skipped, failed "
                          f"with an exception, errored)")
     return notes
-
-
-def write_all(results: RunResults, outputs: Outputs, new_baseline: Baseline | None = None,
-              baseline_path: str | None = None) -> None:
-    """Write every requested report; the baseline last, so a failing writer leaves it alone."""
-    # imported here: a run that asks for no report never loads the writers
-    from . import baseline as baseline_file
-    from . import json_report
-
-    if outputs.json:
-        json_report.write(outputs.json, json_report.document(results))
-    if outputs.md:
-        from . import markdown
-
-        markdown.write(outputs.md, results)
-    if outputs.html:
-        from . import html
-
-        html.write(outputs.html, results)
-    if outputs.sarif:
-        from . import sarif
-
-        sarif.write(outputs.sarif, results)
-    if outputs.junitxml:
-        from . import junit
-
-        junit.write(outputs.junitxml, results)
-    if new_baseline is not None and baseline_path is not None:
-        baseline_file.write(baseline_path, new_baseline)
 
 
 def failing(results: RunResults) -> bool:

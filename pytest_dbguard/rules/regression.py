@@ -6,11 +6,16 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..events import Finding, PhaseRecord, TestRecord
-from ..recording.fingerprint import short_sql
-from . import TestContext, register
+from ..text import short_sql
+from .registry import SUSPENDED, TestContext, rule
+
+if TYPE_CHECKING:
+    from ..reporting.entries import FindingEntry, ReportEntry
+
+RULE_ID = "regression"
 
 # How many grown query shapes a regression message lists before summarising the rest.
 SHAPES_SHOWN = 8
@@ -74,7 +79,8 @@ def call_multiset(phase: PhaseRecord) -> dict[str, int]:
             if not fp.is_transaction_control}
 
 
-@register("regression")
+@rule(RULE_ID, "fail", "a test's queries grew beyond the baseline",
+      needs_baseline=True, stress=SUSPENDED)
 def check_regression(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     # options["baseline"] is this test's baseline entry ({"queries", "fingerprints"}); a test
     # absent from the baseline is new, and new tests pass.
@@ -149,7 +155,7 @@ def regression_finding(nodeid: str, baseline: Mapping[str, Any], new: int,
     )
 
 
-def judge_entries(entries: Iterable[dict[str, Any]], baseline_tests: Mapping[str, Any],
+def judge_entries(entries: Iterable[ReportEntry], baseline_tests: Mapping[str, Any],
                   tolerance: Tolerance, action: str, sql: Mapping[str, str]) -> None:
     """Apply the rule to finished JSON entries in place, as the run would have (`dbguard report`).
 
@@ -174,7 +180,8 @@ def judge_entries(entries: Iterable[dict[str, Any]], baseline_tests: Mapping[str
         if finding is None:
             continue
         reason = (entry.get("allowed_rules") or {}).get("regression")
-        data = dict(finding.to_dict(), action=action, allowed=reason, nodeid=entry["nodeid"])
+        data = cast("FindingEntry", dict(finding.to_dict(), action=action, allowed=reason,
+                                         nodeid=entry["nodeid"]))
         findings = entry["findings"]
         at = sum(1 for f in findings if f["rule"] in RULES
                  and RULES[f["rule"]].stage == "call" and order.index(f["rule"]) < rank)
