@@ -12,8 +12,8 @@ and `--dbguard` with the JSON, Markdown and HTML reports. Prints the median wall
 
 Then one profiled `--dbguard` run (bench_profile.py, loaded with -p, wraps dbguard's internal
 steps in perf_counter spans; nothing of it is in the timed runs) splits dbguard's per-test cost
-by step, and one tracemalloc run of --memory-tests tests measures what dbguard's own records
-keep at the end of the session (allocations made in pytest_dbguard frames and still alive).
+by step, and one run of --memory-tests tests measures what dbguard's own records
+keep at the end of the session (what is reachable from its session and per-test state).
 
 PostgreSQL: DBGUARD_TEST_DSN (a role that may create databases), else tests/pgserver.py finds or
 starts a throwaway server. The DSN is never printed.
@@ -321,8 +321,8 @@ def bench_memory(tests: int, env: dict[str, str]) -> None:
         run(directory, memory_env, ["--dbguard", "-p", "bench_profile"], None)
         data = json.loads(out.read_text())
         mb = data["bytes"] / 1e6
-        print(f"\nmemory: {data['tests']} tests (SQLite) keep {mb:.1f} MB allocated by "
-              f"pytest_dbguard at the end of the session ({data['bytes'] / data['tests']:.0f} "
+        print(f"\nmemory: {data['tests']} tests (SQLite) keep {mb:.1f} MB in "
+              f"dbguard's records at the end of the session ({data['bytes'] / data['tests']:.0f} "
               f"bytes per test; target < 50 MB at 10,000 tests)")
         for line in data["top"]:
             print(f"    {line}")
@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--memory-tests", type=int, default=10_000,
-                        help="tests in the tracemalloc run (0: skip it)")
+                        help="tests in the memory run (0: skip it)")
     parser.add_argument("--no-reports", action="store_true",
                         help="skip the json/md/html variant")
     parser.add_argument("--quick", action="store_true",
