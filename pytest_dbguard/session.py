@@ -101,6 +101,8 @@ class DbguardSession:
         self._results: RunResults | None = None
         self._new_baseline: baseline_file.Baseline | None = None
         self._shared_teardowns: dict[int, ExitStack] = {}
+        self._base_actions: dict[str, str] | None = None
+        self._marker_rules: list[tuple[str, str]] = []
 
     # -- deciding what to record ----------------------------------------------------------
     @property
@@ -177,7 +179,8 @@ class DbguardSession:
             timeout = QueryTimeout(self.settings.query_timeout_ms,
                                    source="--dbguard-query-timeout-ms")
         allowed = markers.allowed_rules(item)
-        plan = self.stress_plan(item, markers.closest(item, "stress"))
+        plan = (self.stress_plan(item, markers.closest(item, "stress"))
+                if self.settings.stress else None)
         hub = self.ensure_hub()
         if hub is None:
             needs_django = (budget is not None or timeout is not None or plan is not None
@@ -189,12 +192,7 @@ class DbguardSession:
                                   "(configure pytest-django to use dbguard).")
                 self._django_missing_noted = True
             return None
-        actions = {
-            rule_id: self.settings.action_for(
-                rule_id, marker_driven=spec.marker is not None
-                and item.get_closest_marker(spec.marker) is not None)
-            for rule_id, spec in RULES.items()
-        }
+        actions = self._actions_for(item)
         options: dict[str, Any] = self.settings.rule_options()
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
@@ -219,6 +217,22 @@ class DbguardSession:
                           timeout=timeout)
         state.stress = plan
         return state
+
+    def _actions_for(self, item: pytest.Item) -> dict[str, str]:
+        """Each rule's action for this test: the session's, except where a marker turns one on.
+
+        Worked out once per session; a test only looks up the few marker-driven rules.
+        """
+        if self._base_actions is None:
+            self._base_actions = {rule_id: self.settings.action_for(rule_id)
+                                  for rule_id in RULES}
+            self._marker_rules = [(rule_id, spec.marker) for rule_id, spec in RULES.items()
+                                  if spec.marker is not None]
+        actions = dict(self._base_actions)
+        for rule_id, marker in self._marker_rules:
+            if item.get_closest_marker(marker) is not None:
+                actions[rule_id] = self.settings.action_for(rule_id, marker_driven=True)
+        return actions
 
     # -- stress mode ------------------------------------------------------------------------
     def stress_plan(self, item: pytest.Item, spec: StressSpec | None) -> StressPlan | None:
