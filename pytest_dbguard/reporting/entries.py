@@ -20,20 +20,21 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
     `call_completed` says the test body returned (the baseline only takes counts of bodies that
     ran to the end); `location` is the test function's file and 1-based line.
     """
+    phases = [(name, record.phase(name)) for name in PHASES]
     by_alias: dict[str, dict[str, int]] = {}
-    for phase_name in PHASES:
-        for alias, count in record.phase(phase_name).by_alias:
+    for phase_name, phase in phases:
+        for alias, count in phase.by_alias:
             by_alias.setdefault(alias, dict.fromkeys(PHASES, 0))[phase_name] = count
     call = record.phase("call")
     connections = [c.to_dict() for c in record.connections]
     return {
         "nodeid": record.nodeid,
         "outcome": None,  # filled in from the test's reports
-        "queries": {p: record.phase(p).query_count for p in PHASES},
-        "transaction_control": {p: record.phase(p).transaction_control_count for p in PHASES},
+        "queries": {name: phase.query_count for name, phase in phases},
+        "transaction_control": {name: phase.transaction_control_count for name, phase in phases},
         "by_alias": by_alias,
         "duration_ms": round(duration_ms, 3),
-        "db_time_ms": {p: round(record.phase(p).duration_ms, 3) for p in PHASES},
+        "db_time_ms": {name: round(phase.duration_ms, 3) for name, phase in phases},
         "connections": {
             "opened": len(connections),
             "still_open": sum(1 for c in record.connections if not c.closed),
@@ -107,8 +108,12 @@ class RunResults:
     missing_records: list[str] = field(default_factory=list)
     crashed_workers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    _summary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
+        """The run summary, computed once: the terminal and every report writer share it."""
+        if self._summary is not None:
+            return self._summary
         summary = summarise(self.entries, self.shared_fixture_queries)
         if self.comparison is not None:
             summary["baseline"] = self.comparison.summary()
@@ -116,4 +121,5 @@ class RunResults:
             summary["baseline_update"] = self.baseline_update.summary()
         if self.missing_records:
             summary["missing_records"] = list(self.missing_records)
+        self._summary = summary
         return summary
