@@ -437,7 +437,8 @@ class DbguardSession:
     def finished_entries(self) -> list[dict[str, Any]]:
         entries = []
         for nodeid, entry in self.entries.items():
-            entry = dict(entry)
+            # in place, not copied: the run is over, and a copy of every entry would double
+            # what dbguard keeps for a large suite
             entry["outcome"] = self.outcomes.get(nodeid, "passed")
             entry.pop("shared_fixture_queries", None)
             entries.append(entry)
@@ -505,7 +506,8 @@ class DbguardSession:
         warnings = [f for e in results.entries for f in e["findings"]
                     if f["action"] == "warn" and not f.get("allowed")]
         return terminal.summary_lines(results.entries, results.shared_fixture_queries,
-                                      verbosity, warnings, results.notes)
+                                      verbosity, warnings, results.notes,
+                                      summary=results.summary())
 
     def write_reports(self) -> None:
         """Write every requested report; the baseline last, so a failing writer leaves it."""
@@ -515,8 +517,8 @@ class DbguardSession:
         settings = self.settings
         results = self.results()
         if settings.json_path:
-            document = json_report.build(results.entries, results.shared_fixture_queries)
-            document["summary"] = results.summary()
+            document = json_report.build(results.entries, results.shared_fixture_queries,
+                                         summary=results.summary())
             json_report.write(settings.json_path, document)
         if settings.md_path:
             markdown.write(settings.md_path, results)

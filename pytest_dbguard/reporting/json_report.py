@@ -12,8 +12,11 @@ from .entries import SCHEMA, summarise
 
 
 def build(entries: list[dict[str, Any]], shared_fixture_queries: int = 0,
-          extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    summary = summarise(entries, shared_fixture_queries)
+          extra_summary: dict[str, Any] | None = None,
+          summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document; `summary` when the caller already has it (RunResults.summary())."""
+    summary = dict(summary) if summary is not None else summarise(entries,
+                                                                  shared_fixture_queries)
     if extra_summary:
         summary.update(extra_summary)
     tests = sorted(entries, key=lambda e: e["nodeid"])

@@ -8,8 +8,10 @@ from .entries import summarise, top_tests
 
 
 def summary_lines(entries: list[dict[str, Any]], shared_fixture_queries: int, verbosity: int,
-                  warnings: list[dict[str, Any]], notes: list[str]) -> list[str]:
-    summary = summarise(entries, shared_fixture_queries)
+                  warnings: list[dict[str, Any]], notes: list[str],
+                  summary: dict[str, Any] | None = None) -> list[str]:
+    if summary is None:
+        summary = summarise(entries, shared_fixture_queries)
     q = summary["queries"]
     total = q["setup"] + q["call"] + q["teardown"]
     fails = sum(c.get("fail", 0) for c in summary["findings"].values())
