@@ -276,13 +276,22 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
     }
     if args.no_reports:
         del variants["--dbguard + json/md/html"]
+    envs = {name: env for name in variants}
+    if args.compare_to:
+        # the same runs with another checkout's plugin first on the path (before/after a cut)
+        other = dict(env, PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(args.compare_to).resolve()), env.get("PYTHONPATH")) if p))
+        for name in list(variants):
+            if name != "plain":
+                variants[f"{name} @ {args.compare_to}"] = variants[name]
+                envs[f"{name} @ {args.compare_to}"] = other
     common = ["--reuse-db"] if backend == "postgresql" else []
     run(project, env, common + ["--dbguard"], secret)  # warm up: bytecode, test database
     times: dict[str, list[float]] = {name: [] for name in variants}
     loads = [load()]
     for _ in range(args.pairs):
         for name, extra in variants.items():
-            times[name].append(run(project, env, common + extra, secret))
+            times[name].append(run(project, envs[name], common + extra, secret))
         loads.append(load())
     base = statistics.median(times["plain"])
     print(f"\n{backend}: {args.tests} tests, median of {args.pairs} interleaved runs "
@@ -292,10 +301,12 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
         # the ratio of each interleaved pair, then their median: drifting load cancels out
         pair_ratios = [t / p for t, p in zip(samples, times["plain"], strict=True)]
         ratios[name] = statistics.median(pair_ratios)
-        print(f"  {name:<26} {statistics.median(samples):7.2f} s   ratio {ratios[name]:5.3f}"
+        print(f"  {name:<40} {statistics.median(samples):7.2f} s   ratio {ratios[name]:5.3f}"
               f"   (pairs: {', '.join(f'{r:.3f}' for r in pair_ratios)})")
     print(f"  plain: {base / args.tests * 1000:.2f} ms per test in all")
 
+    if not args.profile:
+        return {"ratios": ratios, "load": loads}
     profile_path = project / "profile.json"
     profile_env = dict(env, DBGUARD_PROFILE=str(profile_path))
     run(project, profile_env, common + variants.get("--dbguard + json/md/html", ["--dbguard"])
@@ -339,6 +350,11 @@ def main() -> None:
                         help="tests in the memory run (0: skip it)")
     parser.add_argument("--no-reports", action="store_true",
                         help="skip the json/md/html variant")
+    parser.add_argument("--compare-to", metavar="DIR",
+                        help="also time the --dbguard variants with the plugin of another "
+                             "checkout (e.g. `git worktree add /tmp/before main`)")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="the profiled run that splits dbguard's cost by step")
     parser.add_argument("--quick", action="store_true",
                         help="600 tests, 3 pairs, a 2,000-test memory run")
     args = parser.parse_args()
