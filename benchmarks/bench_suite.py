@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -229,13 +230,20 @@ def scrub(text: str, secret: str | None) -> str:
     return re.sub(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
+CPU: dict[str, float] = {}  # run() notes the pytest process's CPU seconds here, by argv
+
+
 def run(project: Path, env: dict[str, str], extra: list[str], secret: str | None) -> float:
+    """Wall seconds of one pytest run; its CPU seconds (user + system) go to CPU["last"]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra],
         cwd=project, env=env, capture_output=True, text=True,
     )
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"benchmark run failed ({extra}):\n"
                          + scrub(done.stdout[-4000:] + done.stderr[-2000:], secret))
@@ -288,25 +296,33 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
     common = ["--reuse-db"] if backend == "postgresql" else []
     run(project, env, common + ["--dbguard"], secret)  # warm up: bytecode, test database
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     loads = [load()]
     for _ in range(args.pairs):
         for name, extra in variants.items():
             times[name].append(run(project, envs[name], common + extra, secret))
+            cpu[name].append(CPU["last"])
         loads.append(load())
     base = statistics.median(times["plain"])
     print(f"\n{backend}: {args.tests} tests, median of {args.pairs} interleaved runs "
           f"({loads[0]} before, {loads[-1]} after)")
     ratios: dict[str, float] = {}
+    cpu_ratios: dict[str, float] = {}
+    print(f"  {'variant':<40} {'wall':>7}   {'wall ratio':>10}   {'CPU ratio':>9}   "
+          f"(wall ratio of each pair)")
     for name, samples in times.items():
         # the ratio of each interleaved pair, then their median: drifting load cancels out
         pair_ratios = [t / p for t, p in zip(samples, times["plain"], strict=True)]
         ratios[name] = statistics.median(pair_ratios)
-        print(f"  {name:<40} {statistics.median(samples):7.2f} s   ratio {ratios[name]:5.3f}"
-              f"   (pairs: {', '.join(f'{r:.3f}' for r in pair_ratios)})")
+        # CPU seconds of the pytest process: what a busy shared machine distorts least
+        cpu_ratios[name] = statistics.median(
+            c / p for c, p in zip(cpu[name], cpu["plain"], strict=True))
+        print(f"  {name:<40} {statistics.median(samples):6.2f}s   {ratios[name]:10.3f}   "
+              f"{cpu_ratios[name]:9.3f}   ({', '.join(f'{r:.3f}' for r in pair_ratios)})")
     print(f"  plain: {base / args.tests * 1000:.2f} ms per test in all")
 
     if not args.profile:
-        return {"ratios": ratios, "load": loads}
+        return {"ratios": ratios, "cpu": cpu_ratios, "load": loads}
     profile_path = project / "profile.json"
     profile_env = dict(env, DBGUARD_PROFILE=str(profile_path))
     run(project, profile_env, common + variants.get("--dbguard + json/md/html", ["--dbguard"])
@@ -319,7 +335,7 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
         total += seconds
         print(f"    {step:<20} {seconds / tests * 1000:7.3f}")
     print(f"    {'sum':<20} {total / tests * 1000:7.3f}   (the per-query tap comes on top)")
-    return {"ratios": ratios, "load": loads}
+    return {"ratios": ratios, "cpu": cpu_ratios, "load": loads}
 
 
 def bench_memory(tests: int, env: dict[str, str]) -> None:
@@ -384,12 +400,13 @@ def main() -> None:
                 drop_database(url, "test_" + dbname)
     if args.memory_tests:
         bench_memory(args.memory_tests, env)
-    print("\nsummary (median of per-pair ratios to plain):")
+    print("\nsummary (median of per-pair ratios to plain, wall / CPU):")
     for backend, result in results.items():
-        ratios = result["ratios"]
-        assert isinstance(ratios, dict)
-        print(f"  {backend:<11} " + "   ".join(f"{k} {v:.3f}" for k, v in ratios.items()
-                                               if k != "plain"))
+        ratios, cpu = result["ratios"], result["cpu"]
+        assert isinstance(ratios, dict) and isinstance(cpu, dict)
+        for name, ratio in ratios.items():
+            if name != "plain":
+                print(f"  {backend:<11} {name:<40} {ratio:.3f} / {cpu[name]:.3f}")
 
 
 if __name__ == "__main__":
