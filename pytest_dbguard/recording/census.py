@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..facts import CensusFacts, ServerBackend
 from .django_db import DjangoTaps
 from .psycopg import PsycopgProbe, backend_pid
 from .recorder import Hub, TestRecorder
@@ -78,13 +79,11 @@ class CensusProbe:
             return
         # after the query: the census connection itself and what this test left are known now
         self._sockets = open_sockets()
-        recorder.facts[self.name] = {
-            "backends": [
-                {"pid": pid, "database": datname, "state": state or "unknown",
-                 "application_name": app or "", "known": pid in known}
-                for pid, datname, state, app, _ in rows
-            ],
-        }
+        recorder.facts[self.name] = CensusFacts(tuple(
+            ServerBackend(pid=pid, database=datname, state=state or "unknown",
+                          application_name=app or "", known=pid in known)
+            for pid, datname, state, app, _ in rows
+        ))
 
     def _quiet(self) -> bool:
         """True when no backend could have been opened that the hooks did not see.
