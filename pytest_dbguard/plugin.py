@@ -180,6 +180,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             found = session.judge(state, stage=call.when, excinfo=call.excinfo)
         if call.when == "teardown":
             entry = session.finish_test(item, state)
+            # pytest keeps every item to the end of the run: a state left in its stash would
+            # keep the test's rows, phase records and facts alive for the whole session
+            item.stash[TEST_STATE] = None
             for phase, count in entry["queries"].items():
                 item.user_properties.append((f"dbguard_queries_{phase}", count))
             rules = sorted({f["rule"] for f in entry["findings"] if not f.get("allowed")})

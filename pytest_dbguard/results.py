@@ -96,7 +96,8 @@ class RunCollector:
     def finished_entries(self) -> list[ReportEntry]:
         entries = []
         for nodeid, entry in self.entries.items():
-            entry = ReportEntry(**entry)
+            # in place, not copied: the run is over, and a copy of every entry would double
+            # what dbguard keeps for a large suite
             entry["outcome"] = self.outcomes.get(nodeid, "passed")
             entries.append(entry)
         return entries

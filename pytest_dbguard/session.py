@@ -71,6 +71,8 @@ class DbguardSession:
         self._django_missing_noted = False
         self._stress_vendor_noted = False
         self._shared_teardowns: dict[int, ExitStack] = {}
+        # each rule's action worked out once per distinct set of facts, not per test
+        self._actions = policy.ActionTable(settings.rules, settings)
         self._rule_markers = policy.rule_markers(settings.rules)
 
     # -- deciding what to record ----------------------------------------------------------
@@ -106,6 +108,7 @@ class DbguardSession:
         """Undo what recording installed (psycopg wrappers) and close the plugin's connections."""
         if self.recording is not None:
             self.recording.close()
+
     def begin_test(self, item: pytest.Item) -> TestState | None:
         """Parse markers and start recording; MarkerError and Django problems fail the test."""
         if not self.wants_recording(item):
@@ -116,7 +119,9 @@ class DbguardSession:
             timeout = QueryTimeout(self.settings.query_timeout_ms,
                                    source="--dbguard-query-timeout-ms")
         allowed = markers.allowed_rules(item, self.settings.rules.specs)
-        plan = self.stress_plan(item, markers.closest(item, "stress"))
+        # the stress marker is only parsed when the run stresses anything
+        plan = (self.stress_plan(item, markers.closest(item, "stress"))
+                if self.settings.stress else None)
         hub = self.ensure_hub()
         if hub is None:
             needs_django = (budget is not None or timeout is not None or plan is not None
@@ -132,7 +137,7 @@ class DbguardSession:
             markers=frozenset(name for name in self._rule_markers
                               if item.get_closest_marker(name) is not None),
             stressed=plan is not None)
-        actions = policy.test_actions(self.settings.rules, self.settings, facts)
+        actions = self._actions.for_test(facts)
         options: dict[str, Any] = dict(self.settings.rule_options)
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None

@@ -94,11 +94,14 @@ class LifecycleProbe:
         # The test thread's connection may have opened during a shared fixture (database
         # set-up) after start_test looked: count it at every phase end so the peak does not
         # depend on which test happened to run first in this process.
-        self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
+        wrappers = self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
         self.taps.note_peak(recorder)
         facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
                                                       "connections": []})
-        facts["txstate"][phase] = self._test_thread_states()
+        if phase != "teardown":
+            # open-transaction compares the end of setup with the end of the call; nothing
+            # reads the state after teardown, where pytest-django has rolled back anyway
+            facts["txstate"][phase] = [connection_state(conn) for conn in wrappers]
         if phase == "call":
             facts["errors"] = self._caught_errors()
             facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
@@ -165,11 +168,6 @@ class LifecycleProbe:
         return any(fnmatch.fnmatch(base, pattern) for pattern in self.test_file_patterns)
 
     # -- connections ---------------------------------------------------------------------------
-    def _test_thread_states(self) -> list[dict[str, Any]]:
-        from django.db import connections
-
-        return [connection_state(conn) for conn in connections.all(initialized_only=True)]
-
     def _other_thread_connections(self, recorder: TestRecorder) -> list[dict[str, Any]]:
         """Django connections other threads opened during the test, as they are after teardown."""
         tracked = [c for c in recorder.connections

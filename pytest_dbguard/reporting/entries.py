@@ -57,20 +57,21 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
     ran to the end); `location` is the test function's file and 1-based line; `allowed` the
     test's dbguard_allow reasons by rule.
     """
+    phases = [(name, record.phase(name)) for name in PHASES]
     by_alias: dict[str, dict[str, int]] = {}
-    for phase_name in PHASES:
-        for alias, count in record.phase(phase_name).by_alias:
+    for phase_name, phase in phases:
+        for alias, count in phase.by_alias:
             by_alias.setdefault(alias, dict.fromkeys(PHASES, 0))[phase_name] = count
     call = record.phase("call")
     connections = [c.to_dict() for c in record.connections]
     return {
         "nodeid": record.nodeid,
         "outcome": None,  # filled in from the test's reports
-        "queries": {p: record.phase(p).query_count for p in PHASES},
-        "transaction_control": {p: record.phase(p).transaction_control_count for p in PHASES},
+        "queries": {name: phase.query_count for name, phase in phases},
+        "transaction_control": {name: phase.transaction_control_count for name, phase in phases},
         "by_alias": by_alias,
         "duration_ms": round(duration_ms, 3),
-        "db_time_ms": {p: round(record.phase(p).duration_ms, 3) for p in PHASES},
+        "db_time_ms": {name: round(phase.duration_ms, 3) for name, phase in phases},
         "connections": {
             "opened": len(connections),
             "still_open": sum(1 for c in record.connections if not c.closed),

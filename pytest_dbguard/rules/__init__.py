@@ -70,9 +70,10 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
     dbguard_allow markers. Allowed findings are kept (reports show them) but never fail a test.
     """
     findings: list[Finding] = []
-    for spec in registry if registry is not None else builtin_registry():
+    ran_queries = bool(record.phase("call").rows)
+    for spec in (registry if registry is not None else builtin_registry()).at_stage(stage):
         action = actions.get(spec.id, "off")
-        if action == "off" or spec.stage != stage:
+        if action == "off" or (spec.needs_call_queries and not ran_queries):
             continue
         for finding in spec.check(record, context):
             reason = allowed.get(spec.id)

@@ -169,7 +169,7 @@ def fix_for(relation: Relation, field_name: str, context: QueryContext) -> str:
 
 
 @rule("nplusone", "fail", "one query shape repeated by lazy relation access",
-      options=(THRESHOLD_OPTION,), stress=SUSPENDED)
+      options=(THRESHOLD_OPTION,), stress=SUSPENDED, needs_call_queries=True)
 def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
@@ -264,7 +264,7 @@ def _plain_groups(phase: PhaseRecord, reads_only: bool
 
 
 @rule("nplusone-loop", "warn", "one query shape repeated from one call site in a loop",
-      options=(THRESHOLD_OPTION,), stress=SUSPENDED)
+      options=(THRESHOLD_OPTION,), stress=SUSPENDED, needs_call_queries=True)
 def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
@@ -312,7 +312,8 @@ def _reads_rows(verb: str) -> bool:
 
 
 @rule("duplicate", "warn", "the same SQL with the same parameters repeated",
-      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS}), stress=SUSPENDED)
+      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS}), stress=SUSPENDED,
+      needs_call_queries=True)
 def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:

@@ -75,6 +75,9 @@ class RuleSpec:
     switch: str | None = None
     # judged only when the run compares with a baseline file, which then turns it on
     needs_baseline: bool = False
+    # the check reads nothing but the call phase's statements: a test body that ran none cannot
+    # break it, so it is not asked (most of a fast suite's rule pass otherwise)
+    needs_call_queries: bool = False
     builtin: bool = True
 
 
@@ -87,6 +90,7 @@ class RuleRegistry:
 
     def __init__(self) -> None:
         self.specs: dict[str, RuleSpec] = {}
+        self._by_stage: dict[str, tuple[RuleSpec, ...]] = {}
 
     def add(self, spec: RuleSpec) -> None:
         if not isinstance(spec.id, str) or not RULE_ID_RE.match(spec.id):
@@ -108,6 +112,15 @@ class RuleRegistry:
                 raise RuleError(f"rule {spec.id!r}: option {option.name!r} has default "
                                 f"{option.default!r} but another rule declares {known!r}")
         self.specs[spec.id] = spec
+        self._by_stage.clear()
+
+    def at_stage(self, stage: str) -> tuple[RuleSpec, ...]:
+        """The rules judged at `stage`, in registration order; sorted out once per run."""
+        specs = self._by_stage.get(stage)
+        if specs is None:
+            specs = self._by_stage[stage] = tuple(s for s in self.specs.values()
+                                                  if s.stage == stage)
+        return specs
 
     def __contains__(self, rule_id: object) -> bool:
         return rule_id in self.specs

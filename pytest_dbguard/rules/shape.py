@@ -46,7 +46,8 @@ class QueryTimeout:
 
 
 @rule("slow-query", "warn", "one query took longer than --dbguard-slow-ms",
-      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED)
+      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED,
+      needs_call_queries=True)
 def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))
@@ -161,7 +162,7 @@ _VIA_TEXT = {
 
 
 @rule("template-query", "off", "a query ran while a template was rendering",
-      probes=frozenset({PROBE_TEMPLATES}))
+      probes=frozenset({PROBE_TEMPLATES}), needs_call_queries=True)
 def check_template_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
@@ -205,7 +206,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
 
 
 @rule("replica-write", "fail", "a write ran on a read-only alias", switch="readonly_aliases",
-      options=(RuleOption("readonly_aliases", (), "--dbguard-readonly-alias"),))
+      options=(RuleOption("readonly_aliases", (), "--dbguard-readonly-alias"),),
+      needs_call_queries=True)
 def check_replica_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     readonly = tuple(context.options.get("readonly_aliases") or ())
     if not readonly:
@@ -260,7 +262,8 @@ _SESSION_STATE = (
 )
 
 
-@rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling")
+@rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling",
+      needs_call_queries=True)
 def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
