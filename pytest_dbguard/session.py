@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class TestState:
     record: TestRecord | None = None
     call_completed: bool = False
     stress: StressPlan | None = None
+    body_code: Any = None  # the test function's code: its top-level calls are units of work
+    unittest_item: Any = None  # weakref to a unittest item: its setUp/tearDown are not the body
 
 
 class DbguardSession:
@@ -134,6 +137,10 @@ class DbguardSession:
         taps = DjangoTaps(hub)
         taps.install()
         self.hub, self._taps = hub, taps
+        if self._rules_on("nplusone"):
+            from .recording import loads
+
+            self._closers.append(loads.install(hub))
         self._add_lifecycle_probes(hub, taps)
         return hub
 
@@ -199,6 +206,7 @@ class DbguardSession:
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
             options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
+            options["known_findings"] = frozenset((options["baseline"] or {}).get("findings", ()))
             options["baseline_tolerance"] = self.settings.baseline_tolerance
             actions["regression"] = self.settings.actions.get("regression", "fail")
         else:
@@ -218,6 +226,12 @@ class DbguardSession:
         state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
                           timeout=timeout)
         state.stress = plan
+        if _is_unittest(item):
+            state.unittest_item = weakref.ref(item)
+        if plan is None and self._rules_on("nplusone", "nplusone-loop", "duplicate"):
+            from .recording.bodysteps import test_code
+
+            state.body_code = test_code(getattr(item, "obj", None))
         return state
 
     # -- stress mode ------------------------------------------------------------------------
@@ -299,7 +313,18 @@ class DbguardSession:
             if name == "call" and state.timeout is not None:
                 timeouts = self._query_timeouts()
                 timeouts.start(state.recorder, state.timeout.ms, state.timeout.using)
-            yield
+            if name == "call" and state.unittest_item is not None:
+                from .recording.unitphases import charge_unittest_phases
+
+                charge_unittest_phases(getattr(state.unittest_item(), "instance", None),
+                                       state.recorder)
+            if name == "call" and state.body_code is not None and self.hub is not None:
+                from .recording.bodysteps import watching
+
+                with watching(self.hub, state.body_code):
+                    yield
+            else:
+                yield
         finally:
             try:
                 if timeouts is not None:
@@ -327,6 +352,14 @@ class DbguardSession:
         """A session/module fixture starts its teardown: charge its queries to the session."""
         if self.hub is None:
             return
+        recorder = self.hub.recorder
+        if recorder is not None and recorder.current_phase == "teardown":
+            # the test's own fixtures are gone: leaks are judged (and closed) before a shared
+            # fixture such as pytest-django's test database is torn down
+            for probe in self.hub.probes:
+                before = getattr(probe, "before_shared_teardown", None)
+                if before is not None:
+                    before(recorder)
         stack = ExitStack()
         stack.enter_context(self.hub.shared_fixture())
         self._shared_teardowns[key] = stack

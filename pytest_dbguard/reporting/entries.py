@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import PHASES, Finding, TestRecord
+from ..rules.known import KNOWN_REASON
 
 SCHEMA = "pytest-dbguard/1"
 TOP_FINGERPRINTS = 5
@@ -67,7 +68,9 @@ def summarise(entries: list[dict[str, Any]], shared_fixture_queries: int = 0) ->
         failing = False
         for finding in entry["findings"]:
             bucket = findings.setdefault(finding["rule"], Counter())
-            if finding.get("allowed"):
+            if finding.get("allowed") == KNOWN_REASON:
+                bucket["known"] += 1
+            elif finding.get("allowed"):
                 bucket["allowed"] += 1
             else:
                 bucket[finding["action"]] += 1

@@ -22,6 +22,7 @@ from ..events import (
 )
 from ..recording.fingerprint import short_sql
 from . import TestContext, register
+from .known import site_key
 from .nplusone import site_text, unit_label
 
 DEFAULT_SLOW_MS = 100.0
@@ -64,6 +65,8 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
                  "production data; --dbguard-explain shows sequential scans on PostgreSQL",
             evidence={"ms": round(worst, 1), "count": n, "limit_ms": limit_ms,
                       "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "site_key": site_key(catalog, site_i),
+                      "fingerprint_id": shape.fingerprint_id,
                       "lines": [f"alias {catalog.conns[conn_i].alias}"]},
         ))
     findings.sort(key=lambda f: -f.evidence["ms"])
@@ -188,6 +191,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
                  "code; keep database access in the view",
             evidence={"template": template, "via": via, "function": function, "count": count,
                       "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "site_key": site_key(catalog, site_i),
+                      "fingerprint_id": shape.fingerprint_id,
                       "lines": [f"in {unit_label(phase, unit)}"]},
         ))
     findings.sort(key=lambda f: (-f.evidence["count"], f.message))
