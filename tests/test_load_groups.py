@@ -182,3 +182,69 @@ def test_one_call_that_loops(shelf):
     assert "FAILED test_shop.py::test_one_call_that_loops" in out
     assert "FAILED test_shop.py::test_test_reads_relations_itself" in out
     assert "nplusone-loop" not in out and "duplicate" not in out
+
+
+NOTES_MODELS = '''
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+
+class Note(models.Model):
+    text = models.CharField(max_length=100)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveIntegerField()
+    target = GenericForeignKey("content_type", "object_id")
+'''
+
+NOTES_TESTS = '''
+import pytest
+from django.contrib.contenttypes.models import ContentType
+from notes.models import Note
+from shop.models import Author
+
+
+def targets(notes):
+    return [note.target.name for note in notes]
+
+
+@pytest.fixture
+def notes(db):
+    kind = ContentType.objects.get_for_model(Author)
+    return [Note.objects.create(text=str(i), content_type=kind,
+                                object_id=Author.objects.create(name=f"A{i}").pk)
+            for i in range(4)]
+
+
+def test_generic_fk_over_a_queryset(notes):
+    assert len(targets(Note.objects.all())) == 4
+
+
+def test_generic_fk_on_created_notes(notes):
+    assert len(targets(notes)) == 4
+
+
+def test_template_over_a_queryset(client, db):
+    from shop.models import Book
+    for i in range(4):
+        Book.objects.create(title=f"T{i}", author=Author.objects.create(name=f"W{i}"))
+    assert client.get("/books-template/").status_code == 200
+'''
+
+
+def test_generic_fk_and_templates_keep_their_recall(djproject, backend):
+    djproject.write("notes/__init__.py", "")
+    djproject.write("notes/models.py", NOTES_MODELS)
+    djproject.add_settings('INSTALLED_APPS = [*INSTALLED_APPS, "notes"]')
+    djproject.write_test(NOTES_TESTS)
+    result = djproject.run("--dbguard", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    lines = _nplusone_lines(out)
+    assert len(lines) == 2, lines
+    assert "FAILED test_shop.py::test_generic_fk_over_a_queryset" in out
+    assert "FAILED test_shop.py::test_template_over_a_queryset" in out
+    assert any("lazy Note.target at test_shop.py:9; use prefetch_related(\"target\")" in line
+               for line in lines)
+    assert any("lazy Book.author at " in line for line in lines)
+    assert "    while rendering template shop/books.html" in out
