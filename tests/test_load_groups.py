@@ -197,6 +197,29 @@ class Note(models.Model):
     target = GenericForeignKey("content_type", "object_id")
 '''
 
+NOTES_MIGRATION = '''
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = [("contenttypes", "0002_remove_content_type_name")]
+    operations = [
+        migrations.CreateModel(
+            name="Note",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True)),
+                ("text", models.CharField(max_length=100)),
+                ("object_id", models.PositiveIntegerField()),
+                ("content_type", models.ForeignKey(
+                    on_delete=django.db.models.deletion.CASCADE,
+                    to="contenttypes.contenttype")),
+            ],
+        ),
+    ]
+'''
+
 NOTES_TESTS = '''
 import pytest
 from django.contrib.contenttypes.models import ContentType
@@ -235,6 +258,8 @@ def test_template_over_a_queryset(client, db):
 def test_generic_fk_and_templates_keep_their_recall(djproject, backend):
     djproject.write("notes/__init__.py", "")
     djproject.write("notes/models.py", NOTES_MODELS)
+    djproject.write("notes/migrations/__init__.py", "")
+    djproject.write("notes/migrations/0001_initial.py", NOTES_MIGRATION)
     djproject.add_settings('INSTALLED_APPS = [*INSTALLED_APPS, "notes"]')
     djproject.write_test(NOTES_TESTS)
     result = djproject.run("--dbguard", "-p", "no:randomly")
