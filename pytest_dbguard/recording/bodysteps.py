@@ -32,11 +32,13 @@ class BodySteps:
         self.child: Any = None
         self.unit = hub.new_unit()
 
-    def unit_for(self, user: FrameType | None, innermost: FrameType | None) -> int:
+    def unit_for(self, user: FrameType | None, innermost: FrameType | None,
+                 context: int = 1) -> int:
         """The unit of a query whose first user frame is `user` (test thread or not).
 
         When the test function itself is the first user frame (it called Django or a library
-        directly), the walk starts from the innermost frame to find which call it made.
+        directly), the walk starts from the innermost frame to find which call it made; only
+        for queries with an ORM context (`context`, a lazy load), the ones a rule groups.
         """
         body = self.frame
         if body is None:
@@ -47,6 +49,10 @@ class BodySteps:
         # a comprehension or lambda of the test body is the test body's own code
         direct = user is body or (user is not None and user.f_back is body
                                   and user.f_code.co_name.startswith("<"))
+        if direct and not context:
+            # the test's own plain query: the repeated-query rules leave test code alone, so
+            # its unit does not matter and the deeper walk is not worth its cost
+            return self.unit
         frame, target = (innermost, user) if direct else (user, body)
         child = None
         depth = 0

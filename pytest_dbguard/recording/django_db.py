@@ -131,7 +131,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
             if not unit:
                 body = hub.body
                 if body is not None:
-                    unit = body.unit_for(user, _getframe(1))
+                    unit = body.unit_for(user, _getframe(1), query_context)
             del frame, fallback, user
             shape = by_sql.get(sql)
             if shape is None:
