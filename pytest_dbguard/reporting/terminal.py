@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .entries import summarise, top_tests
+from .entries import RunResults, top_tests
 
 # At default verbosity: warnings are listed in full while that takes at most DETAIL_LINES
 # lines, else as the top places per warning rule; and this many top tests.
@@ -15,9 +16,12 @@ WHERE_FULL_LIST = ("  every warning: -v or --dbguard-verbose here, or a report f
                    "--dbguard-json / --dbguard-md / --dbguard-html PATH")
 
 
-def summary_lines(entries: list[dict[str, Any]], shared_fixture_queries: int, verbosity: int,
-                  warnings: list[dict[str, Any]], notes: list[str]) -> list[str]:
-    summary = summarise(entries, shared_fixture_queries)
+def summary_lines(results: RunResults, verbosity: int) -> list[str]:
+    summary = results.summary()
+    entries, shared_fixture_queries, notes = (results.entries, results.shared_fixture_queries,
+                                              results.notes)
+    warnings = [f for e in entries for f in e["findings"]
+                if f["action"] == "warn" and not f.get("allowed")]
     q = summary["queries"]
     total = q["setup"] + q["call"] + q["teardown"]
     fails = sum(c.get("fail", 0) for c in summary["findings"].values())
@@ -56,7 +60,7 @@ def summary_lines(entries: list[dict[str, Any]], shared_fixture_queries: int, ve
     return lines
 
 
-def _every_warning(warnings: list[dict[str, Any]]) -> list[str]:
+def _every_warning(warnings: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for finding in warnings:
         lines.append(f"    {finding['nodeid']}: [{finding['rule']}] {finding['message']}")
@@ -67,16 +71,16 @@ def _every_warning(warnings: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def place_of(finding: dict[str, Any]) -> str:
+def place_of(finding: Mapping[str, Any]) -> str:
     """Where a warning points: its call site (the same site in many tests is one entry)."""
     evidence = finding.get("evidence", {})
     site = evidence.get("site") or (evidence.get("sites") or [None])[0]
     return f"{finding['rule']}|{site}" if site else f"{finding['rule']}|{finding['message']}"
 
 
-def _top_warnings(warnings: list[dict[str, Any]]) -> list[str]:
+def _top_warnings(warnings: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per rule, the places warned about in most tests: one line each, with counts."""
-    by_rule: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    by_rule: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for finding in warnings:
         by_rule.setdefault(finding["rule"], {}).setdefault(place_of(finding), []).append(finding)
     lines = []
