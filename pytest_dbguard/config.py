@@ -36,6 +36,9 @@ def add_options(parser: pytest.Parser) -> None:
                          "connections are open at once during a test.")
     group.addoption("--dbguard-json", default=None, metavar="PATH",
                     help="Write the per-test report as JSON (schema pytest-dbguard/1).")
+    group.addoption("--dbguard-verbose", action="store_true", default=False,
+                    help="List every warning in the terminal summary (as -v does); by "
+                         "default it shows the top few per rule.")
     group.addoption("--dbguard-show-params", action="store_true", default=False,
                     help="Keep query parameters and raw SQL in reports (redacted by default).")
     group.addoption("--dbguard-baseline", default=None, metavar="PATH",

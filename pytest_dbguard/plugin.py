@@ -250,6 +250,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                            and not session.internal_errors):
         return
     verbosity = config.get_verbosity()
+    if config.getoption("dbguard_verbose", False):
+        verbosity = max(verbosity, 1)
     lines = session.terminal_lines(verbosity)
     if verbosity < 0:
         terminalreporter.write_line(lines[0])

@@ -8,6 +8,7 @@ run's merged results are results.py, and the `dbguard` fixture is fixture.py.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ class TestState:
     record: TestRecord | None = None
     call_completed: bool = False
     stress: StressPlan | None = None
+    body_code: Any = None  # the test function's code: its top-level calls are units of work
+    unittest_item: Any = None  # weakref to a unittest item: its setUp/tearDown are not the body
 
 
 class DbguardSession:
@@ -142,6 +145,7 @@ class DbguardSession:
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
             options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
+            options["known_findings"] = frozenset((options["baseline"] or {}).get("findings", ()))
             options["baseline_tolerance"] = self.settings.baseline_tolerance
         context = TestContext(
             nodeid=item.nodeid,
@@ -152,6 +156,10 @@ class DbguardSession:
         state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
                           timeout=timeout)
         state.stress = plan
+        if _is_unittest(item):
+            state.unittest_item = weakref.ref(item)
+        if plan is None and self.recording is not None:
+            state.body_code = self.recording.body_code(getattr(item, "obj", None))
         return state
 
     # -- stress mode ------------------------------------------------------------------------
@@ -233,7 +241,13 @@ class DbguardSession:
                 assert self.recording is not None
                 timeouts = self.recording.query_timeouts()
                 timeouts.start(state.recorder, state.timeout.ms, state.timeout.using)
-            yield
+            if name == "call" and self.recording is not None:
+                case = state.unittest_item() if state.unittest_item is not None else None
+                with self.recording.watching_call(state.recorder, state.body_code,
+                                                  getattr(case, "instance", None)):
+                    yield
+            else:
+                yield
         finally:
             try:
                 if timeouts is not None:
@@ -253,6 +267,8 @@ class DbguardSession:
         """A session/module fixture starts its teardown: charge its queries to the session."""
         if self.hub is None:
             return
+        if self.recording is not None:
+            self.recording.before_shared_teardown()
         stack = ExitStack()
         stack.enter_context(self.hub.shared_fixture())
         self._shared_teardowns[key] = stack

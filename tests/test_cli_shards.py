@@ -223,7 +223,8 @@ def test_one_grown_test_in_one_shard_fails_exactly_that_test(djproject, backend)
     full = djproject.run("--dbguard", "--dbguard-baseline", "base.json", "--dbguard-json",
                          "full.json", "--dbguard-md", "full.md", "--dbguard-sarif", "full.sarif",
                          "--dbguard-html", "full.html")
-    full.assert_outcomes(failed=3, passed=10, skipped=1)
+    # the N+1s are known to the findings baseline: only the budget and the regression fail
+    full.assert_outcomes(failed=2, passed=11, skipped=1)
 
     shards = run_shards(djproject, "-k", "2")
     # shards read through stdin and a glob, as a CI fan-in job may pass them

@@ -7,3 +7,5 @@ PROBE_EXPLAIN = "explain"  # PostgreSQL plans of each query shape
 PROBE_LIFECYCLE = "lifecycle"  # transaction state, Django connections, caught errors
 PROBE_PSYCOPG = "psycopg"  # raw psycopg connections and pool checkouts
 PROBE_CENSUS = "census"  # the server's view of the test's backends
+PROBE_LOAD_GROUPS = "load-groups"  # which multi-row query loaded each model instance
+PROBE_BODY_UNITS = "body-units"  # each top-level call of the test body is its own unit of work

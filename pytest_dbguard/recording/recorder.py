@@ -57,6 +57,8 @@ class Hub:
         self.unit = 0
         self._unit_seq = 0
         self.unit_labels: dict[int, str] = {}
+        # the test body's units while the call phase runs (recording.bodysteps.BodySteps)
+        self.body: Any = None
         self.recorder: TestRecorder | None = None
         self.shared_rows: list[QueryRow] = []
         self.shared_query_count = 0
@@ -79,6 +81,12 @@ class Hub:
 
     def end_unit(self) -> None:
         self.unit = 0
+
+    def new_unit(self) -> int:
+        """A fresh unit number without a label: one call of the test body."""
+        with self._lock:
+            self._unit_seq += 1
+            return self._unit_seq
 
     # -- tests ---------------------------------------------------------------------------
     def start_test(self, nodeid: str) -> TestRecorder:
@@ -134,12 +142,33 @@ class TestRecorder:
         self.peak_connections = 0
         self.vendors: set[str] = set()
         self.facts: dict[str, Any] = {}
+        # phases that got rows after their record was built (see charged_to)
+        self._rebuild: set[str] = set()
 
     def start_phase(self, phase: str) -> None:
-        rows: list[QueryRow] = []
-        self.phase_rows[phase] = rows
+        # teardown may hold rows already: a unittest tearDown that ran inside the call phase
+        rows: list[QueryRow] = self.phase_rows.setdefault(phase, [])
         self.current_phase = phase
         self.hub.rows = rows
+
+    @contextmanager
+    def charged_to(self, phase: str) -> Iterator[None]:
+        """Record into `phase` while the block runs, although pytest is in another phase.
+
+        unittest runs setUp and tearDown inside pytest's call phase; they are the test's
+        set-up and teardown all the same, and never the body's queries.
+        """
+        previous, body = self.hub.rows, self.hub.body
+        if previous is None:
+            yield
+            return
+        self.hub.rows = self.phase_rows.setdefault(phase, [])
+        self.hub.body = None
+        try:
+            yield
+        finally:
+            self.hub.rows, self.hub.body = previous, body
+            self._rebuild.add(phase)
 
     def stop_phase(self) -> PhaseRecord:
         phase = self.current_phase or "call"
@@ -152,6 +181,12 @@ class TestRecorder:
                              dict(labels) if labels else {}, self.hub.catalog,
                              with_examples=self.hub.show_params)
         self.phase_records[phase] = record
+        for other in self._rebuild - {phase}:
+            if other in self.phase_records:
+                self.phase_records[other] = build_phase(
+                    other, self.phase_rows[other], dict(self.hub.unit_labels),
+                    self.hub.catalog, with_examples=self.hub.show_params)
+        self._rebuild.clear()
         return record
 
     def live_rows(self) -> list[QueryRow]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from ..events import PHASES, Finding, TestRecord
+from ..rules.known import KNOWN_REASON
 
 SCHEMA = "pytest-dbguard/1"
 TOP_FINGERPRINTS = 5
@@ -120,7 +121,9 @@ def summarise(entries: list[ReportEntry], shared_fixture_queries: int = 0) -> di
         failing = False
         for finding in entry["findings"]:
             bucket = findings.setdefault(finding["rule"], Counter())
-            if finding.get("allowed"):
+            if finding.get("allowed") == KNOWN_REASON:
+                bucket["known"] += 1
+            elif finding.get("allowed"):
                 bucket["allowed"] += 1
             else:
                 bucket[finding["action"]] += 1

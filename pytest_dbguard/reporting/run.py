@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .entries import RunResults
 
@@ -84,8 +84,12 @@ def conclude(results: RunResults, request: BaselineRequest | None) -> Baseline |
                 request.prune)
         else:
             if request.judge_action is not None:
+                from ..rules.known import mark_known_entries
                 from ..rules.regression import judge_entries
 
+                # known findings first: a regression is never baselined and fails on its own
+                mark_known_entries(cast("list[dict[str, Any]]", results.entries),
+                                   request.baseline.tests)
                 judge_entries(results.entries, request.baseline.tests, request.tolerance,
                               request.judge_action, results.sql)
             results.comparison = baseline_file.compare(request.baseline, results.entries,

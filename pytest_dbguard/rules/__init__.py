@@ -81,6 +81,11 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
             # a warning under a failing `deadlock` rule); the configured action still caps it.
             stamped = finding.action if _SEVERITY[finding.action] < _SEVERITY[action] else action
             findings.append(replace(finding, action=stamped, allowed_reason=reason))
+    known = context.options.get("known_findings")
+    if known:
+        from .known import mark_known
+
+        findings = mark_known(findings, known)
     return findings
 
 

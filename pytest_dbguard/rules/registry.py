@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 # what recording a rule can ask for, re-exported for the rules' declarations
 from ..recording import (  # noqa: F401
+    PROBE_BODY_UNITS,
     PROBE_CENSUS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
+    PROBE_LOAD_GROUPS,
     PROBE_PARAM_KEYS,
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,

@@ -23,6 +23,7 @@ from ..events import (
 )
 from ..facts import QUERY_TIMEOUT, QueryTimeoutFacts
 from ..text import short_sql
+from .known import site_key
 from .nplusone import site_text, unit_label
 from .registry import (
     PROBE_EXPLAIN,
@@ -75,6 +76,8 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
                  "production data; --dbguard-explain shows sequential scans on PostgreSQL",
             evidence={"ms": round(worst, 1), "count": n, "limit_ms": limit_ms,
                       "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "site_key": site_key(catalog, site_i),
+                      "fingerprint_id": shape.fingerprint_id,
                       "lines": [f"alias {catalog.conns[conn_i].alias}"]},
         ))
     findings.sort(key=lambda f: -f.evidence["ms"])
@@ -199,6 +202,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
                  "code; keep database access in the view",
             evidence={"template": template, "via": via, "function": function, "count": count,
                       "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "site_key": site_key(catalog, site_i),
+                      "fingerprint_id": shape.fingerprint_id,
                       "lines": [f"in {unit_label(phase, unit)}"]},
         ))
     findings.sort(key=lambda f: (-f.evidence["count"], f.message))

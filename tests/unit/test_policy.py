@@ -102,7 +102,14 @@ def test_regression_follows_the_baseline_comparison():
 def test_probes_follow_the_active_rules():
     assert policy.probes_needed(RULES, settings()) == frozenset()
     assert policy.probes_needed(RULES, settings(enabled=True)) == {
-        "param-keys", "lifecycle", "psycopg", "census"}
+        "param-keys", "lifecycle", "psycopg", "census", "load-groups", "body-units"}
+    # load groups only for nplusone; the body's calls as units for the repeated-query rules
+    no_nplusone = settings(enabled=True, actions={"nplusone": "off"})
+    assert "load-groups" not in policy.probes_needed(RULES, no_nplusone)
+    assert "body-units" in policy.probes_needed(RULES, no_nplusone)
+    repeats_off = settings(enabled=True, actions={
+        "nplusone": "off", "nplusone-loop": "off", "duplicate": "off"})
+    assert policy.probes_needed(RULES, repeats_off) == {"lifecycle", "psycopg", "census"}
     assert policy.probes_needed(RULES, settings(explain=True)) == {"explain"}
     only_async = settings(actions={"async-orm": "warn"})
     assert policy.probes_needed(RULES, only_async) == {"lifecycle", "psycopg"}
