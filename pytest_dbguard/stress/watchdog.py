@@ -309,7 +309,13 @@ class Watchdog:
             if seen["blocked"].get("site") is None:
                 seen["blocked"]["site"] = node["site"]
             for blocker in node["blocked_by"]:
-                seen["blockers"][blocker] = self._describe(blocker, nodes)
+                # the first look at a holder says what it did while the wait began; a later
+                # sample can catch its thread already leaving the block (the catalog still
+                # shows the old state), so it only fills in a line the first look missed
+                described = self._describe(blocker, nodes)
+                known_blocker = seen["blockers"].setdefault(blocker, described)
+                if known_blocker.get("site") is None:
+                    known_blocker["site"] = described["site"]
         for cycle in _cycles(nodes):
             key2 = (index, frozenset(cycle))
             known = self._cycles.get(key2)
