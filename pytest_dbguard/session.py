@@ -18,6 +18,8 @@ from . import markers
 from .config import Settings
 from .events import Finding, Query, TestRecord
 from .recording.recorder import Hub, TestRecorder, build_phase
+from .recording.restore import FACT as RESTORED_FACT
+from .recording.restore import RESTORED_RULES, mention_restore, restore_connections
 from .reporting import baseline as baseline_file
 from .reporting import json_report, terminal
 from .reporting.entries import RunResults, test_entry
@@ -306,6 +308,19 @@ class DbguardSession:
                     timeouts.stop()
             finally:
                 state.recorder.stop_phase()
+                if name == "call":
+                    self._restore_connections(state)
+
+    def _restore_connections(self, state: TestState) -> None:
+        """Undo an open transaction the test body left, once its state is recorded."""
+        assert state.recorder is not None
+        if all(state.actions.get(rule) in ("off", None) for rule in RESTORED_RULES):
+            return
+        try:
+            state.recorder.facts[RESTORED_FACT] = restore_connections(state.recorder.facts)
+        except Exception as exc:
+            self.internal_errors.append(f"{state.context.nodeid}: restoring its connections "
+                                        f"failed: {type(exc).__name__}: {exc}")
 
     def _query_timeouts(self) -> Any:
         if self._timeouts is None:
@@ -346,6 +361,7 @@ class DbguardSession:
         record = state.recorder.record()
         state.record = record
         found = evaluate(record, state.context, state.actions, state.allowed, stage=stage)
+        found = mention_restore(found, state.recorder.facts.get(RESTORED_FACT) or [])
         state.findings.extend(found)
         return found
 
