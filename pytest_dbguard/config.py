@@ -196,17 +196,14 @@ def _parse_rule_lines(lines: list[str], source: str) -> dict[str, str]:
 
 def check_writable(path: str, option: str) -> str:
     """Fail before any test runs if a report could not be written at the end."""
+    from .reporting.outputs import probe_writable
+
     absolute = os.path.abspath(path)
-    directory = os.path.dirname(absolute) or "."
     if os.path.isdir(absolute):
         raise pytest.UsageError(f"dbguard: {option} {path!r} is a directory; give a file path.")
-    if not os.path.isdir(directory):
-        raise pytest.UsageError(
-            f"dbguard: cannot write {option} {path!r}: directory {directory!r} does not exist."
-        )
-    if not os.access(directory, os.W_OK) or (os.path.exists(absolute)
-                                             and not os.access(absolute, os.W_OK)):
-        raise pytest.UsageError(f"dbguard: cannot write {option} {path!r}: permission denied.")
+    problem = probe_writable(absolute)
+    if problem is not None:
+        raise pytest.UsageError(f"dbguard: cannot write {option} {path!r}: {problem}.")
     return absolute
 
 

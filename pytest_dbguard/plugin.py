@@ -278,6 +278,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
     for error in session.internal_errors:
         terminalreporter.write_line(f"INTERNAL ERROR in pytest-dbguard: {error}", red=True)
+    for error in session.report_errors:
+        terminalreporter.write_line(f"ERROR {error}", red=True)
 
 
 @pytest.hookimpl(trylast=True)
@@ -291,11 +293,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         dbguard.internal_errors.append(traceback.format_exc())
     if hasattr(session.config, "workerinput"):
         return  # xdist worker: the controller writes the reports
-    if exitstatus == pytest.ExitCode.INTERRUPTED:
-        return  # an interrupted run writes no half report
+    # Ctrl-C: the reports say so, and the baseline is left as it was
+    dbguard.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     try:
         dbguard.write_reports()
     except Exception:
         dbguard.internal_errors.append(traceback.format_exc())
+    if dbguard.interrupted:
+        return
+    if dbguard.report_errors and session.exitstatus in (pytest.ExitCode.OK,
+                                                        pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # README: a plugin failure is 3
     if dbguard.internal_errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

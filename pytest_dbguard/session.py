@@ -23,6 +23,7 @@ from .recording.restore import RESTORED_RULES, mention_restore, restore_connecti
 from .reporting import baseline as baseline_file
 from .reporting import json_report, terminal
 from .reporting.entries import RunResults, test_entry
+from .reporting.outputs import BASELINE_KEPT_NOTE, mark_interrupted
 from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
 from .rules.shape import QueryTimeout
@@ -103,6 +104,9 @@ class DbguardSession:
         self._results: RunResults | None = None
         self._new_baseline: baseline_file.Baseline | None = None
         self._shared_teardowns: dict[int, ExitStack] = {}
+        # set by pytest_sessionfinish before anything reads results(): Ctrl-C ended the run
+        self.interrupted = False
+        self.report_errors: list[str] = []
 
     # -- deciding what to record ----------------------------------------------------------
     @property
@@ -456,7 +460,11 @@ class DbguardSession:
         if self.records_every_test and self.entries:
             results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
         settings = self.settings
-        if settings.baseline is not None:
+        if self.interrupted:
+            mark_interrupted(results)
+            if settings.baseline_update:
+                results.notes.append(BASELINE_KEPT_NOTE)
+        if settings.baseline is not None and not (self.interrupted and settings.baseline_update):
             if settings.baseline_update:
                 self._new_baseline, results.baseline_update = baseline_file.updated(
                     settings.baseline, entries, results.sql, self.selected,
@@ -510,25 +518,39 @@ class DbguardSession:
                                       verbosity, warnings, results.notes)
 
     def write_reports(self) -> None:
-        """Write every requested report; the baseline last, so a failing writer leaves it."""
+        """Write every requested report, each on its own (a failed write is one line in
+        report_errors); the baseline last and only when every report was written."""
         # imported here: a run that asks for no report never loads the writers
         from .reporting import html, markdown, sarif
+        from .reporting.outputs import write_each
 
         settings = self.settings
         results = self.results()
+        jobs: list[tuple[str, str, Any]] = []
         if settings.json_path:
             document = json_report.build(results.entries, results.shared_fixture_queries)
             document["summary"] = results.summary()
-            json_report.write(settings.json_path, document)
-        if settings.md_path:
-            markdown.write(settings.md_path, results)
-        if settings.html_path:
-            html.write(settings.html_path, results)
-        if settings.sarif_path:
-            sarif.write(settings.sarif_path, results)
-        if settings.baseline is not None and settings.baseline_update:
-            assert settings.baseline_path is not None and self._new_baseline is not None
-            baseline_file.write(settings.baseline_path, self._new_baseline)
+            if results.interrupted:
+                document["interrupted"] = True
+            jobs.append(("JSON report", settings.json_path,
+                         lambda: json_report.write(settings.json_path, document)))
+        for label, path, writer in (("Markdown summary", settings.md_path, markdown.write),
+                                    ("HTML report", settings.html_path, html.write),
+                                    ("SARIF report", settings.sarif_path, sarif.write)):
+            if path:
+                jobs.append((label, path, lambda w=writer, p=path: w(p, results)))
+        self.report_errors.extend(write_each(jobs))
+        if self._new_baseline is None:
+            return
+        assert settings.baseline_path is not None
+        baseline_path, new_baseline = settings.baseline_path, self._new_baseline
+        errors = write_each([("baseline", baseline_path,
+                              lambda: baseline_file.write(baseline_path, new_baseline))])
+        if errors:
+            self.report_errors.extend(errors)
+            # the summary must not claim an update that did not happen
+            results.notes[:] = [n for n in results.notes
+                                if not n.startswith(f"baseline {baseline_path} updated")]
 
 
 def _transactional(item: pytest.Item) -> bool | None:

@@ -107,6 +107,7 @@ class RunResults:
     missing_records: list[str] = field(default_factory=list)
     crashed_workers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     def summary(self) -> dict[str, Any]:
         summary = summarise(self.entries, self.shared_fixture_queries)
@@ -116,4 +117,6 @@ class RunResults:
             summary["baseline_update"] = self.baseline_update.summary()
         if self.missing_records:
             summary["missing_records"] = list(self.missing_records)
+        if self.interrupted:
+            summary["interrupted"] = True
         return summary
