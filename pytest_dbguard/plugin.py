@@ -12,6 +12,8 @@ import pytest
 
 from . import config as dbguard_config
 from . import markers
+from .aliases import check_readonly_aliases
+from .paths import check_separate_path_args
 
 if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbguard is used
     from .session import DbguardFixture, DbguardSession, TestState  # noqa: F401
@@ -19,6 +21,8 @@ if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbgua
 SETTINGS = pytest.StashKey[dbguard_config.Settings]()
 SESSION = pytest.StashKey["DbguardSession"]()
 TEST_STATE = pytest.StashKey["TestState | None"]()
+# a marker that does not fit its signature: the test fails once, in its call phase
+MARKER_ERROR = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +37,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         # conftest discovery reads that parse, so it must see the path as a path too
         early_config.known_args_namespace = parser.parse_known_args(
             args, namespace=copy.copy(early_config.option))
+    check_separate_path_args(early_config, args)
 
 
 @pytest.hookimpl(trylast=True)
@@ -45,8 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from .xdist import XdistBridge
 
         config.pluginmanager.register(XdistBridge(config), "dbguard-xdist")
+    readonly_checked = check_readonly_aliases(settings.readonly_aliases)
     if settings.needs_session_now:
-        start_session(config)
+        start_session(config).readonly_checked = readonly_checked
 
 
 def start_session(config: pytest.Config) -> DbguardSession:
@@ -108,8 +114,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
         try:
             state = session.begin_test(item)
         except markers.MarkerError as exc:
-            item.stash[TEST_STATE] = None
-            pytest.fail(str(exc), pytrace=False)
+            item.stash[MARKER_ERROR] = str(exc)
     item.stash[TEST_STATE] = state
     if session is None:
         return (yield)
@@ -119,6 +124,9 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    marker_error = item.stash.get(MARKER_ERROR, None)
+    if marker_error is not None:
+        pytest.fail(marker_error, pytrace=False)
     session = _session(item.config)
     if session is None:
         return (yield)

@@ -107,6 +107,7 @@ class DbguardSession:
         # set by pytest_sessionfinish before anything reads results(): Ctrl-C ended the run
         self.interrupted = False
         self.report_errors: list[str] = []
+        self.readonly_checked = False
 
     # -- deciding what to record ----------------------------------------------------------
     @property
@@ -195,6 +196,10 @@ class DbguardSession:
                                   "(configure pytest-django to use dbguard).")
                 self._django_missing_noted = True
             return None
+        _check_aliases(budget, timeout)
+        if not self.readonly_checked:
+            self.readonly_checked = True  # one failure, not one per test
+            self._check_readonly_aliases()
         actions = {
             rule_id: self.settings.action_for(
                 rule_id, marker_driven=spec.marker is not None
@@ -314,6 +319,14 @@ class DbguardSession:
                 state.recorder.stop_phase()
                 if name == "call":
                     self._restore_connections(state)
+
+    def _check_readonly_aliases(self) -> None:
+        """Checked here when Django was configured after pytest_configure."""
+        from .aliases import unknown_alias_message
+
+        message = unknown_alias_message("--dbguard-readonly-alias", self.settings.readonly_aliases)
+        if message:
+            raise markers.MarkerError(f"{message} Fix the option's value.")
 
     def _restore_connections(self, state: TestState) -> None:
         """Undo an open transaction the test body left, once its state is recorded."""
@@ -567,6 +580,17 @@ def _transactional(item: pytest.Item) -> bool | None:
     if "db" in names:
         return False
     return None
+
+
+def _check_aliases(budget: Budget | None, timeout: QueryTimeout | None) -> None:
+    """A marker's `using=` naming no database would silently check nothing."""
+    from .aliases import unknown_alias_message
+
+    for what, parsed in (("@pytest.mark.query_budget", budget),
+                         ("@pytest.mark.query_timeout", timeout)):
+        message = unknown_alias_message(f"invalid {what}", parsed.using if parsed else None)
+        if message:
+            raise markers.MarkerError(message)
 
 
 def _is_unittest(item: pytest.Item) -> bool:
