@@ -28,6 +28,7 @@ from .rules import RULES, TestContext, evaluate
 from .rules.budget import Budget, describe_excess
 from .rules.shape import QueryTimeout
 from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
+from .stress.scope import StressLedger, unstressed_reason
 
 DJANGO_NOT_CONFIGURED = (
     "dbguard needs Django: configure pytest-django (DJANGO_SETTINGS_MODULE in pytest.ini or "
@@ -108,11 +109,15 @@ class DbguardSession:
         self.interrupted = False
         self.report_errors: list[str] = []
         self.readonly_checked = False
+        self.stress_ledger = StressLedger()
 
     # -- deciding what to record ----------------------------------------------------------
     @property
     def records_every_test(self) -> bool:
-        return self.settings.enabled or self.settings.baseline is not None
+        settings = self.settings
+        # --dbguard-stress-scope=all stresses tests that carry no dbguard marker at all
+        return (settings.enabled or settings.baseline is not None
+                or (settings.stress and settings.stress_scope == "all"))
 
     def wants_recording(self, item: pytest.Item) -> bool:
         if self.records_every_test:
@@ -239,7 +244,13 @@ class DbguardSession:
             return None
         transactional = _transactional(item)
         if spec is None:
-            if settings.stress_scope != "all" or not transactional:
+            if settings.stress_scope != "all":
+                return None
+            reason = unstressed_reason(item, transactional)
+            if reason is not None:
+                self.stress_ledger.left[item.nodeid] = reason
+                return None
+            if not transactional:
                 return None
             spec = StressSpec(DEFAULT_THREADS, DEFAULT_ROUNDS, DEFAULT_TIMEOUT_S)
         if _is_unittest(item):
@@ -249,6 +260,7 @@ class DbguardSession:
                 "function with @pytest.mark.django_db(transaction=True).")
         if transactional is False:
             raise markers.MarkerError(STRESS_NEEDS_COMMITS)
+        self.stress_ledger.stressed.append(item.nodeid)
         return StressPlan(
             threads=settings.stress_threads or spec.threads,
             rounds=spec.rounds,
@@ -429,6 +441,7 @@ class DbguardSession:
             "internal_errors": list(self.internal_errors),
             "notes": list(self.notes),
             "sql": self.seen_sql(),
+            "stress": self.stress_ledger.payload(),
         }
 
     def merge_worker(self, worker: str, payload: dict[str, Any] | None,
@@ -444,6 +457,7 @@ class DbguardSession:
             if note not in self.notes:
                 self.notes.append(note)
         self.sql.update(payload.get("sql", {}))
+        self.stress_ledger.merge(payload.get("stress"))
 
     def seen_sql(self) -> dict[str, str]:
         sql = dict(self.sql)
@@ -492,6 +506,8 @@ class DbguardSession:
 
     def _run_notes(self, results: RunResults) -> list[str]:
         notes = []
+        if self.settings.stress:
+            notes.extend(self.stress_ledger.lines(self.settings.stress_scope))
         if results.crashed_workers:
             notes.append("xdist workers crashed: " + "; ".join(results.crashed_workers))
         if results.missing_records:
