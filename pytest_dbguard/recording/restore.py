@@ -7,6 +7,7 @@ test in unrelated ways. Runs once the call phase is over and its state has been 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +39,9 @@ def restore_connections(facts: dict[str, Any]) -> list[str]:
             action = _restore(wrapper, start, end)
         except Exception as exc:
             # a connection that cannot even roll back is closed: the next test reconnects
-            wrapper.close() if not wrapper.in_atomic_block else None
+            with contextlib.suppress(Exception):
+                if not wrapper.in_atomic_block:
+                    wrapper.close()
             action = f"could not roll back ({type(exc).__name__}) and closed the connection"
         if action:
             done.append(f"dbguard {action} on '{end['alias']}' so that the next test starts "
