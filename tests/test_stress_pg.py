@@ -392,7 +392,7 @@ OWN_THREADS = HEADER + """
 from django.db import connection
 
 
-def opposite_updates(first, second, errors, retry, start):
+def opposite_updates(first, second, errors, retry, start, committed):
     start.wait()
     for attempt in range(5 if retry else 1):
         try:
@@ -400,16 +400,22 @@ def opposite_updates(first, second, errors, retry, start):
                 Product.objects.filter(pk=first).update(stock=F("stock") - 1)
                 time.sleep(0.2)  # wide enough for a busy machine
                 Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
+            committed.set()
             break
         except OperationalError as exc:
             errors.append(exc)
+            # retry once the other thread committed: retrying at once races it for the row it
+            # was woken up to lock, and on a busy machine can win and deadlock a second time
+            committed.wait(10)
     connection.close()
 
 
 def run_pair(skus, retry):
     errors = []
     start = threading.Barrier(2)
-    threads = [threading.Thread(target=opposite_updates, args=(*order, errors, retry, start))
+    committed = threading.Event()
+    threads = [threading.Thread(target=opposite_updates,
+                                args=(*order, errors, retry, start, committed))
                for order in (skus, skus[::-1])]
     for thread in threads:
         thread.start()
