@@ -22,10 +22,11 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pytest_dbguard import baseline
 from pytest_dbguard.events import CallSite, Catalog, ConnInfo, Finding, TestRecord  # noqa: E402
 from pytest_dbguard.recording.fingerprint import make_shape  # noqa: E402
 from pytest_dbguard.recording.recorder import build_phase  # noqa: E402
-from pytest_dbguard.reporting import baseline, html, json_report, markdown, sarif  # noqa: E402
+from pytest_dbguard.reporting import html, json_report, markdown, sarif  # noqa: E402
 from pytest_dbguard.reporting.entries import RunResults, test_entry  # noqa: E402
 from pytest_dbguard.rules.regression import Tolerance  # noqa: E402
 
@@ -105,8 +106,7 @@ def main() -> None:
     results = merge()
     steps: list[tuple[str, Callable[[], object]]] = [
         ("merge + compare with baseline", merge),
-        ("json", lambda: json_report.write(paths["report.json"], dict(
-            json_report.build(results.entries), summary=results.summary()))),
+        ("json", lambda: json_report.write(paths["report.json"], results)),
         ("markdown", lambda: markdown.write(paths["report.md"], results)),
         ("html", lambda: html.write(paths["report.html"], results)),
         ("sarif", lambda: sarif.write(paths["report.sarif"], results)),

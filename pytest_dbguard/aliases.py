@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,24 @@ def check_readonly_aliases(readonly: tuple[str, ...]) -> bool:
     if message:
         raise pytest.UsageError(f"dbguard: {message} Fix the option's value.")
     return True
+
+
+def check_marker_aliases(budget: Any, timeout: Any) -> None:
+    """A marker's `using=` naming no database would silently check nothing: fail the test."""
+    from .markers import MarkerError
+
+    for what, parsed in (("@pytest.mark.query_budget", budget),
+                         ("@pytest.mark.query_timeout", timeout)):
+        message = unknown_alias_message(f"invalid {what}", parsed.using if parsed else None)
+        if message:
+            raise MarkerError(message)
+
+
+def check_readonly_in_test(readonly: Iterable[str] | None) -> None:
+    """The same check as check_readonly_aliases, for runs where Django was configured after
+    pytest_configure: it fails the first recorded test instead."""
+    from .markers import MarkerError
+
+    message = unknown_alias_message("--dbguard-readonly-alias", readonly)
+    if message:
+        raise MarkerError(f"{message} Fix the option's value.")

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import paths
-from .rules import ACTIONS, RULES
+from .rules import ACTIONS, RuleRegistry, builtin_registry
 
 if TYPE_CHECKING:  # loaded only when a baseline option is given
-    from .reporting import baseline as baseline_file
+    from . import baseline as baseline_file
     from .rules.regression import Tolerance
 
 
@@ -21,6 +21,8 @@ GROUP = "dbguard"
 
 
 def add_options(parser: pytest.Parser) -> None:
+    # the rules own their options' defaults; the help text quotes them
+    defaults = builtin_registry().option_defaults()
     group = parser.getgroup(GROUP, "pytest-dbguard: database anti-pattern checks")
     group.addoption("--dbguard", action="store_true", default=None,
                     help="Turn on dbguard's suite-wide rules for every test (ini: dbguard = true).")
@@ -40,7 +42,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--dbguard-baseline", default=None, metavar="PATH",
                     help="Compare each test's call-phase queries with this baseline file "
                          "(schema pytest-dbguard-baseline/1); growth fails under rule "
-                         "'regression'. Records every test.")
+                         "regression. Records every test.")
     group.addoption("--dbguard-baseline-update", action="store_true", default=False,
                     help="Write this run's counts into the --dbguard-baseline file instead of "
                          "comparing (tests not run keep their entries).")
@@ -58,10 +60,11 @@ def add_options(parser: pytest.Parser) -> None:
                     help="Write findings as SARIF 2.1.0 for code scanning.")
     group.addoption("--dbguard-nplusone-threshold", type=int, default=None, metavar="N",
                     help="Repeats of one query shape in one unit of work (the test body or one "
-                         "request) that make an N+1, a loop or a duplicate (default 3).")
+                         "request) that make an N+1, a loop or a duplicate (default "
+                         f"{defaults['nplusone_threshold']}).")
     group.addoption("--dbguard-slow-ms", type=float, default=None, metavar="MS",
                     help="slow-query: report any query taking at least MS milliseconds "
-                         "(default 100).")
+                         f"(default {defaults['slow_ms']:g}).")
     group.addoption("--dbguard-query-timeout-ms", type=int, default=None, metavar="MS",
                     help="Cancel any query of a test running longer than MS milliseconds "
                          "(PostgreSQL statement_timeout and lock_timeout, SQLite progress "
@@ -85,17 +88,16 @@ def add_options(parser: pytest.Parser) -> None:
                     help="Repeat a stress run: the seed printed in the header.")
     group.addoption("--dbguard-lock-wait-ms", type=int, default=None, metavar="MS",
                     help="lock-wait rule: a statement blocked this long by another thread is "
-                         f"reported (default {DEFAULT_LOCK_WAIT_MS}).")
+                         f"reported (default {defaults['lock_wait_ms']}).")
     parser.addini("dbguard", type="bool", default=False,
                   help="Turn on dbguard's suite-wide rules (same as --dbguard).")
     parser.addini("dbguard_rules", type="linelist", default=[],
                   help="ID=ACTION settings of rule actions (fail, warn, off), one per line "
-                       "or separated by commas.")
+                       "or separated by commas; custom rules too.")
     paths.add_inis(parser)
 
 
 STRESS_SCOPES = ("marked", "all")
-DEFAULT_LOCK_WAIT_MS = 200
 # The controller picks the seed; xdist workers are spawned later and inherit it through here.
 STRESS_SEED_ENV = "PYTEST_DBGUARD_STRESS_SEED"
 
@@ -103,9 +105,12 @@ STRESS_SEED_ENV = "PYTEST_DBGUARD_STRESS_SEED"
 @dataclass(frozen=True)
 class Settings:
     enabled: bool = False
+    # the run's rules (built-in and registered by the project) and explicit actions by rule id
+    rules: RuleRegistry = field(default_factory=builtin_registry)
     actions: dict[str, str] = field(default_factory=dict)
+    # every rule option (RuleOption.name -> value), defaults from the rules' declarations
+    rule_options: dict[str, Any] = field(default_factory=dict)
     max_queries: int | None = None
-    max_connections: int | None = None
     show_params: bool = False
     rootdir: str = "."
     # reports
@@ -119,18 +124,12 @@ class Settings:
     baseline_update: bool = False
     baseline_prune: bool = False
     baseline_tolerance: Tolerance | None = None  # set whenever baseline_path is
-    # query-shape rules
-    nplusone_threshold: int = 3
-    slow_ms: float = 100.0
     query_timeout_ms: int | None = None
-    explain: bool = False
-    readonly_aliases: tuple[str, ...] = ()
     # stress mode: None = off; 0 = each marker's own thread count; N = N threads
     stress_threads: int | None = None
     stress_scope: str = "marked"
     stress_timeout: float | None = None
     stress_seed: int = 0
-    lock_wait_ms: int = DEFAULT_LOCK_WAIT_MS
 
     @property
     def compares_baseline(self) -> bool:
@@ -148,32 +147,10 @@ class Settings:
                     or self.sarif_path or self.baseline_path or self.stress
                     or self.query_timeout_ms)
 
-    def rule_options(self) -> dict[str, Any]:
-        """What rules read from TestContext.options."""
-        return {
-            "nplusone_threshold": self.nplusone_threshold,
-            "slow_ms": self.slow_ms,
-            "readonly_aliases": self.readonly_aliases,
-            "max_connections": self.max_connections,
-        }
 
-    def action_for(self, rule_id: str, marker_driven: bool = False) -> str:
-        """The action of a rule for one test: explicit setting, else --dbguard default, else off.
-
-        `marker_driven` rules (budget, query-timeout) fire whenever their marker is present.
-        """
-        explicit = self.actions.get(rule_id)
-        if explicit is not None:
-            return explicit
-        spec = RULES[rule_id]
-        if self.enabled or marker_driven:
-            return spec.default_action
-        return "off"
-
-
-def _parse_rule_lines(lines: list[str], source: str) -> dict[str, str]:
+def _parse_rule_lines(lines: list[str], source: str, rules: RuleRegistry) -> dict[str, str]:
     actions: dict[str, str] = {}
-    valid_ids = ", ".join(sorted(RULES))
+    valid_ids = ", ".join(rules.ids())
     # one per line, or several on a line separated by commas (`nplusone=warn, budget=off`)
     items = [part for line in lines if not line.strip().startswith("#")
              for part in line.split(",")]
@@ -187,7 +164,7 @@ def _parse_rule_lines(lines: list[str], source: str) -> dict[str, str]:
                 f"dbguard: {source} expects ID=ACTION, got {raw!r}. "
                 f"Example: nplusone=warn. Rule ids: {valid_ids}."
             )
-        if rule_id not in RULES:
+        if rule_id not in rules:
             raise pytest.UsageError(
                 f"dbguard: unknown rule id {rule_id!r} in {source}. Valid rule ids: {valid_ids}."
             )
@@ -202,7 +179,7 @@ def _parse_rule_lines(lines: list[str], source: str) -> dict[str, str]:
 
 def check_writable(path: str, option: str) -> str:
     """Fail before any test runs if a report could not be written at the end."""
-    from .reporting.outputs import probe_writable
+    from .reporting import probe_writable
 
     absolute = os.path.abspath(path)
     if os.path.isdir(absolute):
@@ -229,7 +206,7 @@ def _load_baseline(config: pytest.Config) -> dict[str, Any]:
     tolerance_text = config.getoption("dbguard_baseline_tolerance")
     if not path and not update and not prune and tolerance_text in (None, "0"):
         return {}  # the common case: no baseline, nothing to import
-    from .reporting import baseline as baseline_file
+    from . import baseline as baseline_file
     from .rules.regression import Tolerance, parse_tolerance
 
     try:
@@ -311,12 +288,14 @@ def _stress_seed(config: pytest.Config) -> int:
     return seed
 
 
-def load_settings(config: pytest.Config) -> Settings:
+def load_settings(config: pytest.Config, rules: RuleRegistry | None = None) -> Settings:
+    rules = rules if rules is not None else builtin_registry()
     enabled = config.getoption("dbguard")
     if enabled is None:
         enabled = _ini_flag(config, "dbguard")
-    actions = _parse_rule_lines(list(config.getini("dbguard_rules")), "ini dbguard_rules")
-    actions.update(_parse_rule_lines(list(config.getoption("dbguard_rule")), "--dbguard-rule"))
+    actions = _parse_rule_lines(list(config.getini("dbguard_rules")), "ini dbguard_rules", rules)
+    actions.update(_parse_rule_lines(list(config.getoption("dbguard_rule")), "--dbguard-rule",
+                                     rules))
     reports, outputs = _report_paths(config)
     threshold = config.getoption("dbguard_nplusone_threshold")
     if threshold is not None and threshold < 2:
@@ -334,13 +313,18 @@ def load_settings(config: pytest.Config) -> Settings:
     readonly = tuple(dict.fromkeys(a.strip() for a in config.getoption("dbguard_readonly_alias")))
     if "" in readonly:
         raise pytest.UsageError("dbguard: --dbguard-readonly-alias needs an alias name.")
-    explain = bool(config.getoption("dbguard_explain"))
-    # options that name what to check turn their rule on, unless the user set its action
-    if explain:
-        # a plan is advice about indexes, not proof of a bug: warn unless the user gates on it
-        actions.setdefault("missing-index", "warn")
-    if readonly:
-        actions.setdefault("replica-write", "fail")
+    rule_options = rules.option_defaults()
+    given = {
+        "nplusone_threshold": threshold,
+        "slow_ms": float(slow_ms) if slow_ms is not None else None,
+        "readonly_aliases": readonly,
+        "explain": bool(config.getoption("dbguard_explain")),
+        "max_connections": _non_negative(config.getoption("dbguard_max_connections"),
+                                         "--dbguard-max-connections"),
+        "lock_wait_ms": _non_negative(config.getoption("dbguard_lock_wait_ms"),
+                                      "--dbguard-lock-wait-ms"),
+    }
+    rule_options.update({name: value for name, value in given.items() if value is not None})
     baseline = _load_baseline(config)
     if baseline.get("baseline_path"):
         outputs["--dbguard-baseline"] = baseline["baseline_path"]
@@ -353,17 +337,13 @@ def load_settings(config: pytest.Config) -> Settings:
             "stressed tests run their body threads x rounds times, so their query counts are "
             "not a baseline. Update the baseline in a run without --dbguard-stress.")
     return Settings(
-        nplusone_threshold=threshold if threshold is not None else 3,
-        slow_ms=float(slow_ms) if slow_ms is not None else 100.0,
         query_timeout_ms=timeout_ms,
-        explain=explain,
-        readonly_aliases=readonly,
         enabled=bool(enabled),
+        rules=rules,
         actions=actions,
+        rule_options=rule_options,
         max_queries=_non_negative(config.getoption("dbguard_max_queries"),
                                   "--dbguard-max-queries"),
-        max_connections=_non_negative(config.getoption("dbguard_max_connections"),
-                                      "--dbguard-max-connections"),
         show_params=bool(config.getoption("dbguard_show_params")),
         rootdir=str(config.rootpath),
         **reports,
@@ -398,12 +378,9 @@ def _stress_settings(config: pytest.Config) -> dict[str, Any]:
     if timeout is not None and not timeout > 0:
         raise pytest.UsageError(
             f"dbguard: --dbguard-stress-timeout must be more than 0 seconds, got {timeout}.")
-    lock_wait_ms = _non_negative(config.getoption("dbguard_lock_wait_ms"),
-                                 "--dbguard-lock-wait-ms")
     return {
         "stress_threads": threads,
         "stress_scope": config.getoption("dbguard_stress_scope"),
         "stress_timeout": timeout,
         "stress_seed": _stress_seed(config) if threads is not None else 0,
-        "lock_wait_ms": DEFAULT_LOCK_WAIT_MS if lock_wait_ms is None else lock_wait_ms,
     }

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-from .rules import RULES
 
 if TYPE_CHECKING:  # the parsed forms are imported when a marker is first parsed
     from .rules.budget import Budget
@@ -79,12 +77,6 @@ def dbguard_allow(*rule_ids: str, reason: str) -> dict[str, str]:
         raise MarkerError("name at least one rule id to allow")
     if not isinstance(reason, str) or not reason.strip():
         raise MarkerError("reason must be a non-empty string saying why the rule is silenced")
-    unknown = [r for r in rule_ids if r not in RULES]
-    if unknown:
-        raise MarkerError(
-            f"unknown rule id {', '.join(map(repr, unknown))}; "
-            f"valid ids: {', '.join(sorted(RULES))}"
-        )
     return {rule_id: reason for rule_id in rule_ids}
 
 
@@ -128,10 +120,19 @@ def closest(item: pytest.Item, name: str) -> Any:
     return parse(marker) if marker is not None else None
 
 
-def allowed_rules(item: pytest.Item) -> dict[str, str]:
-    """Rules silenced by every dbguard_allow on the test, its class and its module."""
+def allowed_rules(item: pytest.Item, rule_ids: Collection[str]) -> dict[str, str]:
+    """Rules silenced by every dbguard_allow on the test, its class and its module.
+
+    `rule_ids` are the run's rules (built-in and registered): an id not among them is an error.
+    """
     allowed: dict[str, str] = {}
     for marker in item.iter_markers("dbguard_allow"):
-        for rule_id, reason in parse(marker).items():
+        silenced = parse(marker)
+        unknown = [r for r in silenced if r not in rule_ids]
+        if unknown:
+            raise MarkerError(
+                f"invalid @pytest.mark.dbguard_allow: unknown rule id "
+                f"{', '.join(map(repr, unknown))}; valid ids: {', '.join(sorted(rule_ids))}.")
+        for rule_id, reason in silenced.items():
             allowed.setdefault(rule_id, reason)
     return allowed

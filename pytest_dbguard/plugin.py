@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import traceback
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
@@ -11,22 +10,37 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import config as dbguard_config
-from . import markers
+from . import hookspecs, markers
 from .aliases import check_readonly_aliases
 from .paths import check_separate_path_args
+from .runstate import SESSION, SETTINGS, TEST_STATE, current_session, start_session
 
 if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbguard is used
-    from .session import DbguardFixture, DbguardSession, TestState  # noqa: F401
+    from .fixture import DbguardFixture
+    from .rules.api import Registrar
+    from .session import DbguardSession
 
-SETTINGS = pytest.StashKey[dbguard_config.Settings]()
-SESSION = pytest.StashKey["DbguardSession"]()
-TEST_STATE = pytest.StashKey["TestState | None"]()
+__all__ = ["SESSION", "SETTINGS", "TEST_STATE", "start_session"]
+_session = current_session
 # a marker that does not fit its signature: the test fails once, in its call phase
 MARKER_ERROR = pytest.StashKey[str]()
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     dbguard_config.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_dbguard_register_rules(register: Registrar) -> None:
+    """The built-in rules come first, through the same hook a project's rules use."""
+    from .rules import builtin_specs
+
+    for spec in builtin_specs():
+        register.spec(spec)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -43,31 +57,28 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    settings = dbguard_config.load_settings(config)
+    settings = dbguard_config.load_settings(config, _registered_rules(config))
     config.stash[SETTINGS] = settings
     config.pluginmanager.register(ReportCollector(config), "dbguard-report-collector")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist import XdistBridge
 
         config.pluginmanager.register(XdistBridge(config), "dbguard-xdist")
-    readonly_checked = check_readonly_aliases(settings.readonly_aliases)
+    readonly_checked = check_readonly_aliases(settings.rule_options.get("readonly_aliases", ()))
     if settings.needs_session_now:
         start_session(config).readonly_checked = readonly_checked
 
 
-def start_session(config: pytest.Config) -> DbguardSession:
-    """The run's DbguardSession, created on first need: an idle install imports none of it."""
-    session = config.stash.get(SESSION, None)
-    if session is None:
-        from .session import DbguardSession
+def _registered_rules(config: pytest.Config) -> Any:
+    from .rules import RuleError, RuleRegistry
+    from .rules.api import Registrar
 
-        session = config.stash[SESSION] = DbguardSession(config, config.stash[SETTINGS])
-        config.pluginmanager.register(SharedFixtureHooks(session), "dbguard-shared-fixtures")
-    return session
-
-
-def _session(config: pytest.Config) -> DbguardSession | None:
-    return config.stash.get(SESSION, None)
+    registry = RuleRegistry()
+    try:
+        config.hook.pytest_dbguard_register_rules(register=Registrar(registry))
+    except RuleError as exc:
+        raise pytest.UsageError(f"dbguard: cannot register a rule: {exc}.") from None
+    return registry
 
 
 def _session_for(item: pytest.Item) -> DbguardSession | None:
@@ -93,7 +104,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         timeout = f"{settings.stress_timeout:g} s" if settings.stress_timeout else "per marker"
         lines.append(f"dbguard stress: threads={threads}, rounds=per marker, "
                      f"timeout={timeout}, scope={settings.stress_scope}, "
-                     f"lock-wait={settings.lock_wait_ms} ms, seed={settings.stress_seed} "
+                     f"lock-wait={settings.rule_options['lock_wait_ms']} ms, "
+                     f"seed={settings.stress_seed} "
                      f"(repeat with --dbguard-stress-seed={settings.stress_seed})")
     return lines or None
 
@@ -176,7 +188,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             found = session.judge(state, stage=call.when, excinfo=call.excinfo)
         if call.when == "teardown":
             entry = session.finish_test(item, state)
-            entry["shared_fixture_queries"] = session.shared_fixture_queries
             for phase, count in entry["queries"].items():
                 item.user_properties.append((f"dbguard_queries_{phase}", count))
             rules = sorted({f["rule"] for f in entry["findings"] if not f.get("allowed")})
@@ -198,38 +209,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             report.sections.append(("dbguard findings", text))
     if entry is not None:
         report.dbguard_entry = entry  # type: ignore[attr-defined]
+        # the process's running total of shared-fixture queries (see results.py)
+        report.dbguard_shared_queries = session.shared_fixture_queries  # type: ignore[attr-defined]
     return report
-
-
-class SharedFixtureHooks:
-    """Charges session/module/class-scoped fixtures to the session, not to a test.
-
-    Registered when the session starts: fixture hooks run ~30 times per test, and an idle
-    install must not add even that.
-    """
-
-    def __init__(self, session: DbguardSession) -> None:
-        self.session = session
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any], request: Any
-                             ) -> Generator[None, Any, Any]:
-        if fixturedef.scope == "function":
-            return (yield)
-        session = self.session
-        with session.shared_fixture():
-            result = yield
-        # Finalizers run last-in first-out: this one runs just before the fixture's own
-        # teardown, and pytest_fixture_post_finalizer just after it, so its teardown queries
-        # are shared too.
-        fixturedef.addfinalizer(functools.partial(session.begin_shared_teardown,
-                                                  id(fixturedef)))
-        return result
-
-    def pytest_fixture_post_finalizer(self, fixturedef: pytest.FixtureDef[Any],
-                                      request: pytest.FixtureRequest) -> None:
-        if fixturedef.scope != "function":
-            self.session.end_shared_teardown(id(fixturedef))
 
 
 class ReportCollector:
@@ -256,16 +238,12 @@ def dbguard(request: pytest.FixtureRequest) -> DbguardFixture:
     session = _session(request.config)
     state = request.node.stash.get(TEST_STATE, None)
     if session is None or state is None or state.recorder is None:
-        pytest.fail(dbguard_config_error(), pytrace=False)
-    from .session import DbguardFixture
+        from .recording.assembly import DJANGO_NOT_CONFIGURED
+
+        pytest.fail(DJANGO_NOT_CONFIGURED, pytrace=False)
+    from .fixture import DbguardFixture
 
     return DbguardFixture(state)
-
-
-def dbguard_config_error() -> str:
-    from .session import DJANGO_NOT_CONFIGURED
-
-    return DJANGO_NOT_CONFIGURED
 
 
 # -- end of run --------------------------------------------------------------------------------
@@ -286,7 +264,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
     for error in session.internal_errors:
         terminalreporter.write_line(f"INTERNAL ERROR in pytest-dbguard: {error}", red=True)
-    for error in session.report_errors:
+    for error in session.run.report_errors:
         terminalreporter.write_line(f"ERROR {error}", red=True)
 
 
@@ -302,14 +280,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput"):
         return  # xdist worker: the controller writes the reports
     # Ctrl-C: the reports say so, and the baseline is left as it was
-    dbguard.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    dbguard.run.interrupted = interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     try:
         dbguard.write_reports()
     except Exception:
         dbguard.internal_errors.append(traceback.format_exc())
-    if dbguard.interrupted:
+    if interrupted:
         return
-    if dbguard.report_errors and session.exitstatus in (pytest.ExitCode.OK,
+    if dbguard.run.report_errors and session.exitstatus in (pytest.ExitCode.OK,
                                                         pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # README: a plugin failure is 3
     if dbguard.internal_errors and session.exitstatus == pytest.ExitCode.OK:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from .runstate import current_session, start_session
+
 PAYLOAD_KEY = "dbguard"
 
 
@@ -24,27 +26,21 @@ class XdistBridge:
     # -- worker side ----------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from .plugin import _session
-
-        dbguard = _session(self.config)
+        dbguard = current_session(self.config)
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None and dbguard is not None:
             workeroutput[PAYLOAD_KEY] = dbguard.worker_payload()
 
     # -- controller side ------------------------------------------------------------------
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        from .plugin import _session
-
-        dbguard = _session(self.config)
+        dbguard = current_session(self.config)
         if dbguard is not None:
             dbguard.note_selected(list(ids))
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
-        from .plugin import _session, start_session
-
         output = getattr(node, "workeroutput", None) or {}
         payload = output.get(PAYLOAD_KEY)
-        dbguard = _session(self.config)
+        dbguard = current_session(self.config)
         if dbguard is None and (payload is not None or error is not None):
             dbguard = start_session(self.config)
         if dbguard is not None:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from pytest_dbguard import baseline
 from pytest_dbguard.events import CallSite, Catalog, ConnInfo, TestRecord
 from pytest_dbguard.recording.fingerprint import make_shape
 from pytest_dbguard.recording.recorder import build_phase
-from pytest_dbguard.reporting import baseline
 from pytest_dbguard.rules import TestContext
 from pytest_dbguard.rules.regression import (
     Tolerance,

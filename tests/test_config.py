@@ -31,19 +31,21 @@ def test_two():
      "in --dbguard-rule. Valid actions: fail, warn, off."),
     (["--dbguard-max-queries", "-3"], "dbguard: --dbguard-max-queries must be 0 or more, got -3."),
 ])
-def test_bad_options_are_usage_errors(djproject, args, message):
-    djproject.write_test(OVER_BUDGET)
-    result = djproject.run(*args)
+def test_bad_options_are_usage_errors(pytester, args, message):
+    # in-process: options are checked before Django or any test is touched
+    pytester.makepyfile(test_shop=OVER_BUDGET)
+    result = pytester.runpytest_inprocess("-o", "asyncio_default_fixture_loop_scope=function",
+                                          *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"ERROR: {message}" in result.stderr.str()
     assert "test_two" not in result.stdout.str()
 
 
-def test_ini_rules_are_validated_too(djproject):
-    djproject.write("pytest.ini", (djproject.path / "pytest.ini").read_text()
-                    + "dbguard_rules =\n    budget=warn\n    nope=fail\n")
-    djproject.write_test(OVER_BUDGET)
-    result = djproject.run()
+def test_ini_rules_are_validated_too(pytester):
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "dbguard_rules =\n    budget=warn\n    nope=fail\n")
+    pytester.makepyfile(test_shop=OVER_BUDGET)
+    result = pytester.runpytest_inprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert (f"ERROR: dbguard: unknown rule id 'nope' in ini dbguard_rules. Valid rule ids: "
             f"{VALID_IDS}.") in result.stderr.str()

@@ -1,0 +1,9 @@
+"""Turning live database activity into records; the probes a rule can ask for are named here."""
+
+# What recording a rule reads; assembly installs a probe only if an active rule needs it.
+PROBE_PARAM_KEYS = "param-keys"  # a key of each query's parameters
+PROBE_TEMPLATES = "templates"  # whether a template was rendering
+PROBE_EXPLAIN = "explain"  # PostgreSQL plans of each query shape
+PROBE_LIFECYCLE = "lifecycle"  # transaction state, Django connections, caught errors
+PROBE_PSYCOPG = "psycopg"  # raw psycopg connections and pool checkouts
+PROBE_CENSUS = "census"  # the server's view of the test's backends

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..facts import CensusFacts, ServerBackend
 from .django_db import DjangoTaps
 from .psycopg import PsycopgProbe, backend_pid
 from .recorder import Hub, TestRecorder
@@ -70,13 +71,11 @@ class CensusProbe:
         except Exception as exc:
             self._give_up(f"the PostgreSQL census query failed ({type(exc).__name__}: {exc})")
             return
-        recorder.facts[self.name] = {
-            "backends": [
-                {"pid": pid, "database": datname, "state": state or "unknown",
-                 "application_name": app or "", "known": pid in known}
-                for pid, datname, state, app, _ in rows
-            ],
-        }
+        recorder.facts[self.name] = CensusFacts(tuple(
+            ServerBackend(pid=pid, database=datname, state=state or "unknown",
+                          application_name=app or "", known=pid in known)
+            for pid, datname, state, app, _ in rows
+        ))
 
     def close(self) -> None:
         if self._conn is not None:

@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+from ..backends import for_vendor
 from ..events import NO_SITE
 from .recorder import Hub, TestRecorder
 
@@ -65,7 +66,7 @@ class ExplainProbe:
 
     def capture(self, shape: int, sql: str, params: Any, conn: Any, site: int) -> None:
         """Called by the tap for each query while --dbguard-explain is on: cheap when seen."""
-        if shape in self._pending or conn.vendor != "postgresql":
+        if shape in self._pending or not for_vendor(conn.vendor).explains:
             return
         self._pending[shape] = (sql, params, conn, site)
 

@@ -9,6 +9,7 @@ from sqlparse import lexer
 from sqlparse import tokens as T
 
 from ..events import Catalog, SqlShape
+from ..text import short_sql  # noqa: F401  (re-exported: recording and stress use it)
 
 # A cheap pre-normalisation: queries that differ only in inline literals share the (slow) lexer
 # pass. It never decides the fingerprint by itself; sqlparse does.
@@ -137,17 +138,3 @@ def make_shape(sql: str) -> SqlShape:
         is_write=bool(_WRITE_RE.search(sql)),
         verb=verb,
     )
-
-
-_SELECT_LIST_RE = re.compile(r"^SELECT\s+(DISTINCT\s+)?(.+?)\s+FROM\s", re.DOTALL)
-
-
-def short_sql(fingerprint: str, width: int = 160) -> str:
-    """The fingerprint for a one-line message: select list elided, long text cut."""
-    match = _SELECT_LIST_RE.match(fingerprint)
-    if match and "(" not in match.group(2):
-        distinct = match.group(1) or ""
-        fingerprint = f"SELECT {distinct}... FROM " + fingerprint[match.end():]
-    if len(fingerprint) > width:
-        fingerprint = fingerprint[: width - 3] + "..."
-    return fingerprint

@@ -19,6 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..events import NO_SITE, CallSite
+from ..facts import (
+    PoolCheckout,
+    PoolState,
+    PoolTimeout,
+    PsycopgFacts,
+    RawConnection,
+    RefusedConnection,
+)
 from .callsite import find_user_frame
 from .recorder import Hub, TestRecorder
 
@@ -318,49 +326,56 @@ class PsycopgProbe:
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         # pool-exhausted is judged with the call phase: its events are facts from then on
-        recorder.facts[self.name] = {
-            "timeouts": list(self._test.get("timeouts", ())),
-            "refused": list(self._test.get("refused", ())),
-        }
+        recorder.facts[self.name] = PsycopgFacts(timeouts=_timeouts(self._test),
+                                                 refused=_refused(self._test))
         if phase != "teardown":
             return
         self.ensure_installed()
         test, self._test = self._test, {}
-        connections = []
+        connections: list[RawConnection] = []
         for entry in test.get("connections", ()):
             if entry["shared"]:
                 continue
             conn = entry["ref"]()
             is_open = conn is not None and not conn.closed
-            connections.append({
-                "kind": entry["kind"], "thread": entry["thread"], "phase": entry["phase"],
-                "pid": entry["pid"], "site": entry["site"], "open": is_open,
-                "driver": driver_status(conn) if is_open else None,
-            })
-        checkouts = []
+            connections.append(RawConnection(
+                kind=entry["kind"], thread=entry["thread"], phase=entry["phase"],
+                pid=entry["pid"], site=entry["site"], open=is_open,
+                driver=driver_status(conn) if is_open else None,
+            ))
+        checkouts: list[PoolCheckout] = []
         for checkout in test.get("checkouts", ()):
             if checkout["shared"]:
                 continue
             conn = checkout["conn_ref"]()
-            checkouts.append({
-                key: checkout[key] for key in ("pool", "phase", "site", "thread", "pid",
-                                               "returned")
-            } | {"open": conn is not None and not conn.closed})
-        pools = []
+            checkouts.append(PoolCheckout(
+                **{key: checkout[key] for key in ("pool", "phase", "site", "thread", "pid",
+                                                  "returned")},
+                open=conn is not None and not conn.closed))
+        pools: list[PoolState] = []
         for pool_entry in test.get("pools", ()):
             pool = pool_entry["ref"]()
-            pools.append({
-                "name": pool_entry["name"], "phase": pool_entry["phase"],
-                "site": pool_entry["site"], "max_size": pool_entry["max_size"],
-                "open": pool is not None and not pool.closed,
-            })
-        recorder.facts[self.name] = {
-            "connections": connections,
-            "checkouts": checkouts,
-            "pools": pools,
-            "timeouts": test.get("timeouts", []),
-            "refused": test.get("refused", []),
-        }
+            pools.append(PoolState(
+                name=pool_entry["name"], phase=pool_entry["phase"],
+                site=pool_entry["site"], max_size=pool_entry["max_size"],
+                open=pool is not None and not pool.closed,
+            ))
+        recorder.facts[self.name] = PsycopgFacts(
+            connections=tuple(connections),
+            checkouts=tuple(checkouts),
+            pools=tuple(pools),
+            timeouts=_timeouts(test),
+            refused=_refused(test),
+        )
+
+
+def _timeouts(test: dict[str, Any]) -> tuple[PoolTimeout, ...]:
+    return tuple(PoolTimeout(**{**event, "checked_out_here": tuple(event["checked_out_here"])})
+                 for event in test.get("timeouts", ()))
+
+
+def _refused(test: dict[str, Any]) -> tuple[RefusedConnection, ...]:
+    return tuple(RefusedConnection(**event) for event in test.get("refused", ()))
 
 
 def _raw_closed(ref: weakref.ref[Any]) -> bool:

@@ -8,12 +8,12 @@ test in unrelated ways. Runs once the call phase is over and its state has been 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
 from ..events import Finding
 
-RESTORED_RULES = ("open-transaction", "swallowed-db-error")
 FACT = "restored"
 
 
@@ -81,14 +81,24 @@ def _drop_atomic_state(wrapper: Any, depth: int) -> None:
         wrapper.savepoint_state = 0
 
 
-def mention_restore(findings: list[Finding], restored: list[str]) -> list[Finding]:
+def mention_restore(findings: list[Finding], restored: list[str],
+                    restoring_rules: Collection[str]) -> list[Finding]:
     """Findings of the rules whose damage was undone say so (the next test is not affected)."""
     if not restored:
         return findings
     out = []
     for finding in findings:
-        if finding.rule in RESTORED_RULES:
+        if finding.rule in restoring_rules:
             lines = list(finding.evidence.get("lines") or ()) + restored
             finding = replace(finding, evidence={**finding.evidence, "lines": lines})
         out.append(finding)
     return out
+
+
+def restore_after_call(facts: dict[str, Any], actions: Mapping[str, str],
+                       restoring_rules: Collection[str]) -> None:
+    """Once the call phase is recorded: restore the connections when a rule that reports the
+    damage is on, and keep what was done in the facts for its finding."""
+    if all(actions.get(rule) in ("off", None) for rule in restoring_rules):
+        return
+    facts[FACT] = restore_connections(facts)

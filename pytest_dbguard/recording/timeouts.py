@@ -1,4 +1,4 @@
-"""query_timeout: timeouts set out of band (PostgreSQL) or by progress handler (SQLite)."""
+"""query_timeout: timeouts set as a server setting or by a progress handler, as the backend can."""
 
 from __future__ import annotations
 
@@ -6,22 +6,13 @@ import threading
 from time import perf_counter
 from typing import Any
 
+from ..backends import TIMEOUT_PROGRESS, TIMEOUT_SETTING, for_vendor
+from ..facts import QUERY_TIMEOUT, QueryTimeoutFacts
 from .recorder import Hub, TestRecorder
 
 # How many SQLite VM instructions run between two checks of the deadline: small enough to stop
 # within a millisecond or two, large enough to cost nothing measurable.
 SQLITE_PROGRESS_STEPS = 1000
-# The error texts each backend gives a cancelled statement, for the query-timeout rule.
-PG_TIMEOUT_STATES = ("57014", "55P03")
-
-
-def _pg_in_failed_transaction(raw: Any) -> bool:
-    info = getattr(raw, "info", None)
-    status = getattr(info, "transaction_status", None)
-    if status is not None:  # psycopg 3: TransactionStatus.INERROR
-        return int(status) == 3
-    get_status = getattr(raw, "get_transaction_status", None)
-    return bool(get_status and get_status() == 4)  # psycopg2 TRANSACTION_STATUS_INERROR
 
 
 class QueryTimeouts:
@@ -35,9 +26,9 @@ class QueryTimeouts:
         self.hub = hub
         self.ms: int | None = None
         self.using: tuple[str, ...] | None = None
-        # (driver connection, previous statement_timeout, previous lock_timeout)
-        self._pg: list[tuple[Any, str, str]] = []
-        self._pending: list[tuple[Any, str, str]] = []
+        # (driver connection, its backend, the timeout settings it had before)
+        self._pg: list[tuple[Any, Any, tuple[str, ...]]] = []
+        self._pending: list[tuple[Any, Any, tuple[str, ...]]] = []
         self._sqlite: list[tuple[Any, Any]] = []  # (Django connection, wrapper)
         self._hooked = False
 
@@ -46,7 +37,7 @@ class QueryTimeouts:
 
         self.retry_pending()
         self.ms, self.using = ms, using
-        recorder.facts["query_timeout"] = {"ms": ms, "using": list(using) if using else None}
+        recorder.facts[QUERY_TIMEOUT] = QueryTimeoutFacts(ms, tuple(using) if using else None)
         if not self._hooked:
             self.hub.connection_hooks.append(self._on_connection_created)
             self._hooked = True
@@ -63,25 +54,23 @@ class QueryTimeouts:
     def _apply(self, conn: Any) -> None:
         if not self._wanted(conn):
             return
-        if conn.vendor == "postgresql":
-            self._apply_pg(conn)
-        elif conn.vendor == "sqlite":
+        backend = for_vendor(conn.vendor)
+        if backend.timeout == TIMEOUT_SETTING:
+            self._apply_setting(conn, backend)
+        elif backend.timeout == TIMEOUT_PROGRESS:
             self._apply_sqlite(conn)
 
-    def _apply_pg(self, conn: Any) -> None:
+    def _apply_setting(self, conn: Any, backend: Any) -> None:
         raw = conn.connection
-        if raw is None or _pg_in_failed_transaction(raw):
+        if raw is None or backend.in_failed_transaction(raw):
             return  # not open yet (the connection_created hook will come) or unusable
         if any(entry[0] is raw for entry in self._pg):
             return
-        value = f"{self.ms}ms"
+        assert self.ms is not None
         with self.hub.paused(), raw.cursor() as cursor:
-            cursor.execute("SELECT current_setting('statement_timeout'), "
-                           "current_setting('lock_timeout')")
-            previous = cursor.fetchone()
-            cursor.execute("SELECT set_config('statement_timeout', %s, false), "
-                           "set_config('lock_timeout', %s, false)", (value, value))
-        self._pg.append((raw, previous[0], previous[1]))
+            previous = backend.read_timeouts(cursor)
+            backend.write_timeouts(cursor, backend.timeout_values(self.ms))
+        self._pg.append((raw, backend, previous))
 
     def _apply_sqlite(self, conn: Any) -> None:
         raw = conn.connection
@@ -124,15 +113,14 @@ class QueryTimeouts:
         entries, self._pending = self._pending, []
         self._restore(entries)
 
-    def _restore(self, entries: list[tuple[Any, str, str]]) -> None:
-        for raw, statement, lock in entries:
+    def _restore(self, entries: list[tuple[Any, Any, tuple[str, ...]]]) -> None:
+        for raw, backend, previous in entries:
             if getattr(raw, "closed", False):
                 continue  # a closed session takes its settings with it
-            if _pg_in_failed_transaction(raw):
+            if backend.in_failed_transaction(raw):
                 # the rollback that ends this transaction undoes a SET made inside it; one
                 # made before it is put back once the connection is usable again
-                self._pending.append((raw, statement, lock))
+                self._pending.append((raw, backend, previous))
                 continue
             with self.hub.paused(), raw.cursor() as cursor:
-                cursor.execute("SELECT set_config('statement_timeout', %s, false), "
-                               "set_config('lock_timeout', %s, false)", (statement, lock))
+                backend.write_timeouts(cursor, previous)

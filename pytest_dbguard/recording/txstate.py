@@ -48,16 +48,6 @@ def connection_state(wrapper: Any) -> dict[str, Any]:
     }
 
 
-def describe_state(state: dict[str, Any]) -> str:
-    """idle / idle in transaction / idle in transaction (aborted), as PostgreSQL names them."""
-    driver = state.get("driver")
-    if driver == "in error":
-        return "idle in transaction (aborted)"
-    if driver == "in transaction" or state.get("depth") or not state.get("autocommit", True):
-        return "idle in transaction"
-    return "idle"
-
-
 class CaughtError:
     """A failed query's exception, kept until the test is judged to see who caught it."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ..events import PHASES, Finding, TestRecord
 
@@ -12,9 +12,42 @@ SCHEMA = "pytest-dbguard/1"
 TOP_FINGERPRINTS = 5
 
 
+class FindingEntry(TypedDict):
+    """One finding in a pytest-dbguard/1 test entry."""
+
+    rule: str
+    action: str
+    phase: str
+    message: str
+    hint: str
+    evidence: dict[str, Any]
+    allowed: str | None
+    nodeid: str
+
+
+class ReportEntry(TypedDict):
+    """One test in the pytest-dbguard/1 report; the same dict travels from xdist workers."""
+
+    nodeid: str
+    outcome: str | None
+    queries: dict[str, int]
+    transaction_control: dict[str, int]
+    by_alias: dict[str, dict[str, int]]
+    duration_ms: float
+    db_time_ms: dict[str, float]
+    connections: dict[str, Any]
+    vendors: list[str]
+    findings: list[FindingEntry]
+    top_fingerprints: list[dict[str, Any]]
+    call_fingerprints: dict[str, int]
+    call_completed: bool
+    location: dict[str, Any] | None
+    stress: dict[str, Any] | None
+
+
 def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, *,
                call_completed: bool = True,
-               location: tuple[str, int] | None = None) -> dict[str, Any]:
+               location: tuple[str, int] | None = None) -> ReportEntry:
     """The JSON form of one test; the same dict travels from xdist workers to the controller.
 
     `call_completed` says the test body returned (the baseline only takes counts of bodies that
@@ -41,7 +74,7 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
             "details": connections,
         },
         "vendors": list(record.vendors),
-        "findings": [dict(f.to_dict(), nodeid=record.nodeid) for f in findings],
+        "findings": [finding_entry(f) for f in findings],
         "top_fingerprints": [fp.to_dict() for fp in call.fingerprints[:TOP_FINGERPRINTS]],
         # the whole call-phase multiset (fingerprint id -> count): what the baseline stores
         "call_fingerprints": dict(sorted(
@@ -55,7 +88,13 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
     }
 
 
-def summarise(entries: list[dict[str, Any]], shared_fixture_queries: int = 0) -> dict[str, Any]:
+def finding_entry(finding: Finding) -> FindingEntry:
+    return FindingEntry(rule=finding.rule, action=finding.action, phase=finding.phase,
+                        message=finding.message, hint=finding.hint, evidence=finding.evidence,
+                        allowed=finding.allowed_reason, nodeid=finding.nodeid)
+
+
+def summarise(entries: list[ReportEntry], shared_fixture_queries: int = 0) -> dict[str, Any]:
     queries = dict.fromkeys(PHASES, 0)
     findings: dict[str, Counter[str]] = {}
     failed_by_dbguard = 0
@@ -84,7 +123,7 @@ def summarise(entries: list[dict[str, Any]], shared_fixture_queries: int = 0) ->
     }
 
 
-def top_tests(entries: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+def top_tests(entries: list[ReportEntry], limit: int = 5) -> list[ReportEntry]:
     ranked = [e for e in entries if e["queries"]["call"]]
     ranked.sort(key=lambda e: (-e["queries"]["call"], e["nodeid"]))
     return ranked[:limit]
@@ -96,10 +135,11 @@ class RunResults:
 
     `entries` are finished entries (outcome filled in) sorted by nodeid; `sql` maps the
     fingerprint ids this run saw to their normalised SQL; `comparison` / `baseline_update` are
-    reporting.baseline.Comparison / Update when a baseline was given.
+    baseline.Comparison / Update when a baseline was given; `rules` maps every rule id of the
+    run to (default action, summary), the data reports list rules from.
     """
 
-    entries: list[dict[str, Any]]
+    entries: list[ReportEntry]
     shared_fixture_queries: int = 0
     sql: dict[str, str] = field(default_factory=dict)
     comparison: Any = None
@@ -108,8 +148,16 @@ class RunResults:
     crashed_workers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    rules: dict[str, tuple[str, str]] = field(default_factory=lambda: builtin_rule_table())
+    _summary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
+        """The run's summary, computed once (every format shows the same one)."""
+        if self._summary is None:
+            self._summary = self._summarise()
+        return self._summary
+
+    def _summarise(self) -> dict[str, Any]:
         summary = summarise(self.entries, self.shared_fixture_queries)
         if self.comparison is not None:
             summary["baseline"] = self.comparison.summary()
@@ -120,3 +168,10 @@ class RunResults:
         if self.interrupted:
             summary["interrupted"] = True
         return summary
+
+
+def builtin_rule_table() -> dict[str, tuple[str, str]]:
+    """Rule id -> (default action, summary) of the built-in rules, for results built elsewhere."""
+    from ..rules import builtin_registry
+
+    return {spec.id: (spec.default_action, spec.summary) for spec in builtin_registry()}

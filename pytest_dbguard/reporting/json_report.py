@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from typing import Any
 
-from .entries import SCHEMA, summarise
+from . import write_atomic
+from .entries import SCHEMA, ReportEntry, RunResults, summarise
 
 
-def build(entries: list[dict[str, Any]], shared_fixture_queries: int = 0,
+def build(entries: list[ReportEntry], shared_fixture_queries: int = 0,
           extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     summary = summarise(entries, shared_fixture_queries)
     if extra_summary:
         summary.update(extra_summary)
     tests = sorted(entries, key=lambda e: e["nodeid"])
     return {"schema": SCHEMA, "summary": summary, "tests": tests}
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write next to the target and rename over it: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".dbguard-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -52,5 +34,13 @@ def dumps(document: dict[str, Any]) -> str:
             + "]\n}\n")
 
 
-def write(path: str, document: dict[str, Any]) -> None:
-    write_atomic(path, dumps(document))
+def document(results: RunResults) -> dict[str, Any]:
+    """The pytest-dbguard/1 document of a finished run."""
+    head: dict[str, Any] = {"schema": SCHEMA, "summary": results.summary()}
+    if results.interrupted:
+        head["interrupted"] = True  # Ctrl-C: the tests below are those that ran before it
+    return {**head, "tests": results.entries}
+
+
+def write(path: str, results: RunResults) -> None:
+    write_atomic(path, dumps(document(results)))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..baseline import describe_growth
 from ..events import PHASES
-from ..recording.fingerprint import short_sql
-from .baseline import describe_growth
+from ..text import short_sql
+from . import write_atomic
 from .entries import RunResults, top_tests
-from .json_report import write_atomic
 
 # GitHub caps a step summary at 1 MiB: every list is cut to this many rows.
 ROWS = 50

@@ -11,9 +11,8 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from ..rules import RULES
+from . import write_atomic
 from .entries import RunResults
-from .json_report import write_atomic
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVELS = {"fail": "error", "warn": "warning", "off": "none"}
@@ -84,16 +83,16 @@ def _location(path: str, line: int | None, text: str | None = None,
     return location
 
 
-def _rules() -> list[dict[str, Any]]:
+def _rules(results: RunResults) -> list[dict[str, Any]]:
     return [
         {
             "id": rule_id,
             "name": "".join(part.capitalize() for part in rule_id.split("-")),
-            "shortDescription": {"text": spec.summary},
-            "defaultConfiguration": {"level": LEVELS[spec.default_action]},
+            "shortDescription": {"text": summary},
+            "defaultConfiguration": {"level": LEVELS[default]},
             "properties": {"tags": ["database", "django"]},
         }
-        for rule_id, spec in sorted(RULES.items())
+        for rule_id, (default, summary) in sorted(results.rules.items())
     ]
 
 
@@ -135,7 +134,7 @@ def _result(entry: Mapping[str, Any], finding: Mapping[str, Any],
 
 
 def build(results: RunResults) -> dict[str, Any]:
-    rules = _rules()
+    rules = _rules(results)
     rule_index = {rule["id"]: i for i, rule in enumerate(rules)}
     sarif_results = [
         _result(entry, finding, rule_index)

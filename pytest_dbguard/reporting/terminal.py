@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from .entries import summarise, top_tests
+from .entries import RunResults, top_tests
 
 
-def summary_lines(entries: list[dict[str, Any]], shared_fixture_queries: int, verbosity: int,
-                  warnings: list[dict[str, Any]], notes: list[str]) -> list[str]:
-    summary = summarise(entries, shared_fixture_queries)
+def summary_lines(results: RunResults, verbosity: int) -> list[str]:
+    summary = results.summary()
+    entries, shared_fixture_queries, notes = (results.entries, results.shared_fixture_queries,
+                                              results.notes)
+    warnings = [f for e in entries for f in e["findings"]
+                if f["action"] == "warn" and not f.get("allowed")]
     q = summary["queries"]
     total = q["setup"] + q["call"] + q["teardown"]
     fails = sum(c.get("fail", 0) for c in summary["findings"].values())

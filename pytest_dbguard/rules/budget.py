@@ -6,9 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..events import ROW_CONN, ROW_SHAPE, Finding, PhaseRecord, TestRecord, alias_filter
-from ..recording.fingerprint import short_sql
-from ..recording.recorder import build_phase
-from . import TestContext, register
+from ..text import short_sql
+from .registry import SUSPENDED, TestContext, rule
 
 # How many query shapes a budget message lists before summarising the rest.
 SHAPES_SHOWN = 8
@@ -34,6 +33,9 @@ def restrict(phase: PhaseRecord, using: tuple[str, ...] | None, count_tx: bool) 
         row for row in phase.rows
         if aliases is None or conns[row[ROW_CONN]].alias in aliases
     ]
+    # the recorder's aggregation, imported on use: option parsing loads this module early
+    from ..recording.recorder import build_phase
+
     restricted = build_phase(phase.phase, rows, phase.units, phase.catalog)
     if count_tx:
         tx = sum(1 for row in rows if shapes[row[ROW_SHAPE]].is_transaction_control is True)
@@ -95,7 +97,8 @@ def describe_excess(phase: PhaseRecord, budget: Budget, nodeid: str, where: str 
     )
 
 
-@register("budget")
+@rule("budget", "fail", "call-phase queries exceed query_budget(n) or --dbguard-max-queries",
+      marker="query_budget", stress=SUSPENDED)
 def check_budget(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     budget = context.budget
     if budget is None and context.max_queries is not None:

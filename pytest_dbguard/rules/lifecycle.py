@@ -12,9 +12,14 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..recording.fingerprint import short_sql
-from ..recording.txstate import describe_state
-from . import TestContext, register
+from ..facts import CENSUS, PSYCOPG, CensusFacts, PsycopgFacts
+from ..text import short_sql
+from .registry import PROBE_CENSUS, PROBE_LIFECYCLE, PROBE_PSYCOPG, RuleOption, TestContext, rule
+
+# Every lifecycle rule reads the transaction-state and psycopg probes; leaks and open
+# transactions also ask the server which backends are still there.
+LIFECYCLE_PROBES = frozenset({PROBE_LIFECYCLE, PROBE_PSYCOPG})
+CENSUS_PROBES = LIFECYCLE_PROBES | {PROBE_CENSUS}
 
 HINT_THREAD = ("close the thread's connections before it ends: call django.db.connection.close() "
                "(or django.db.close_old_connections()) in a finally block of the thread's "
@@ -46,6 +51,16 @@ HINT_ASYNC = ("in async code use the async ORM (`await Model.objects.aget(...)`,
               "DJANGO_ALLOW_ASYNC_UNSAFE only hides the error")
 
 
+def describe_state(state: dict[str, Any]) -> str:
+    """idle / idle in transaction / idle in transaction (aborted), as PostgreSQL names them."""
+    driver = state.get("driver")
+    if driver == "in error":
+        return "idle in transaction (aborted)"
+    if driver == "in transaction" or state.get("depth") or not state.get("autocommit", True):
+        return "idle in transaction"
+    return "idle"
+
+
 def _lifecycle(record: TestRecord) -> dict[str, Any]:
     return record.facts.get("lifecycle") or {}
 
@@ -62,19 +77,20 @@ def _where(site: str | None, phase: str) -> str:
     return f"opened at {site or 'an unknown place'} during {phase}"
 
 
-def _census_states(record: TestRecord) -> dict[int, str]:
-    census = record.facts.get("census") or {}
-    return {b["pid"]: b["state"] for b in census.get("backends", ())}
+def _census_states(record: TestRecord) -> dict[int | None, str]:
+    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
+    return {b.pid: b.state for b in census.backends}
 
 
 # -- connection-leak ----------------------------------------------------------------------------
 
-@register("connection-leak")
+@rule("connection-leak", "fail", "a connection opened by the test is still open",
+      stage="teardown", probes=CENSUS_PROBES)
 def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     states = _census_states(record)
     lines: list[str] = []
     hints: list[str] = []
-    accounted: set[int] = set()
+    accounted: set[int | None] = set()
 
     def hint(text: str) -> None:
         if text not in hints:
@@ -92,36 +108,36 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
         lines.append(f"Django connection '{conn['alias']}' ({conn['vendor']}) of thread "
                      f"{conn['thread']} ({alive}){_pid(conn['pid'])}, {state}: {opened}")
         hint(HINT_ASYNC_EXECUTOR if conn["via"] == "sync_to_async" else HINT_THREAD)
-    raw = record.facts.get("psycopg") or {}
-    for conn in raw.get("connections", ()):
-        if not conn["open"]:
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
+    for raw_conn in raw.connections:
+        if not raw_conn.open:
             continue
-        accounted.add(conn["pid"])
-        state = states.get(conn["pid"]) or _raw_state(conn["driver"])
-        lines.append(f"{conn['kind']} connection of thread {conn['thread']}{_pid(conn['pid'])}, "
-                     f"{state}: {_where(conn['site'], conn['phase'])}")
+        accounted.add(raw_conn.pid)
+        state = states.get(raw_conn.pid) or _raw_state(raw_conn.driver)
+        lines.append(f"{raw_conn.kind} connection of thread {raw_conn.thread}{_pid(raw_conn.pid)}, "
+                     f"{state}: {_where(raw_conn.site, raw_conn.phase)}")
         hint(HINT_RAW)
-    for checkout in raw.get("checkouts", ()):
-        if checkout["returned"]:
+    for checkout in raw.checkouts:
+        if checkout.returned:
             continue
-        accounted.add(checkout["pid"])
-        lines.append(f"connection of pool '{checkout['pool']}'{_pid(checkout['pid'])} checked "
-                     f"out at {checkout['site'] or 'an unknown place'} during "
-                     f"{checkout['phase']} by thread {checkout['thread']} and never returned")
+        accounted.add(checkout.pid)
+        lines.append(f"connection of pool '{checkout.pool}'{_pid(checkout.pid)} checked "
+                     f"out at {checkout.site or 'an unknown place'} during "
+                     f"{checkout.phase} by thread {checkout.thread} and never returned")
         hint(HINT_CHECKOUT)
-    for pool in raw.get("pools", ()):
-        if pool["open"]:
-            lines.append(f"pool '{pool['name']}' {_where(pool['site'], pool['phase'])} "
+    for pool in raw.pools:
+        if pool.open:
+            lines.append(f"pool '{pool.name}' {_where(pool.site, pool.phase)} "
                          f"is still open")
             hint(HINT_POOL)
-    census = record.facts.get("census") or {}
-    for backend in census.get("backends", ()):
-        if backend["known"] or backend["pid"] in accounted:
+    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
+    for backend in census.backends:
+        if backend.known or backend.pid in accounted:
             continue
-        app = f", application_name '{backend['application_name']}'" \
-            if backend["application_name"] else ""
-        lines.append(f"PostgreSQL backend pid {backend['pid']} on database "
-                     f"{backend['database']} ({backend['state']}{app}) connected during the "
+        app = f", application_name '{backend.application_name}'" \
+            if backend.application_name else ""
+        lines.append(f"PostgreSQL backend pid {backend.pid} on database "
+                     f"{backend.database} ({backend.state}{app}) connected during the "
                      f"test and is still there; no driver dbguard hooks opened it")
         hint(HINT_UNHOOKED)
     if not lines:
@@ -149,13 +165,14 @@ def _raw_state(driver: str | None) -> str:
 
 # -- open-transaction ---------------------------------------------------------------------------
 
-@register("open-transaction")
+@rule("open-transaction", "fail", "a connection is left inside a transaction",
+      stage="teardown", probes=CENSUS_PROBES, restores_connection=True)
 def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
     txstate = lifecycle.get("txstate", {})
     states = _census_states(record)
     lines: list[str] = []
-    accounted: set[int] = set()
+    accounted: set[int | None] = set()
     before = {s["alias"]: s for s in txstate.get("setup", ())}
     for end in txstate.get("call", ()):
         if not end["open"]:
@@ -189,23 +206,25 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
             lines.append(f"Django connection '{conn['alias']}' of thread {conn['thread']}"
                          f"{_pid(conn['pid'])} is still open and {state} after teardown: "
                          f"{_where(conn['site'], conn['phase'])}")
-    for conn in (record.facts.get("psycopg") or {}).get("connections", ()):
-        if not conn["open"]:
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
+    for raw_conn in raw.connections:
+        if not raw_conn.open:
             continue
-        state = states.get(conn["pid"]) or _raw_state(conn["driver"])
+        state = states.get(raw_conn.pid) or _raw_state(raw_conn.driver)
         if state.startswith("idle in transaction"):
-            accounted.add(conn["pid"])
-            lines.append(f"{conn['kind']} connection of thread {conn['thread']}"
-                         f"{_pid(conn['pid'])} is still open and {state} after teardown: "
-                         f"{_where(conn['site'], conn['phase'])}")
-    for backend in (record.facts.get("census") or {}).get("backends", ()):
-        if backend["pid"] in accounted or not backend["state"].startswith("idle in transaction"):
+            accounted.add(raw_conn.pid)
+            lines.append(f"{raw_conn.kind} connection of thread {raw_conn.thread}"
+                         f"{_pid(raw_conn.pid)} is still open and {state} after teardown: "
+                         f"{_where(raw_conn.site, raw_conn.phase)}")
+    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
+    for backend in census.backends:
+        if backend.pid in accounted or not backend.state.startswith("idle in transaction"):
             continue
-        if backend["known"]:
+        if backend.known:
             continue
-        lines.append(f"PostgreSQL backend pid {backend['pid']} on database "
-                     f"{backend['database']} connected during the test and is "
-                     f"{backend['state']} after teardown")
+        lines.append(f"PostgreSQL backend pid {backend.pid} on database "
+                     f"{backend.database} connected during the test and is "
+                     f"{backend.state} after teardown")
     if not lines:
         return ()
     lines.sort()
@@ -223,7 +242,8 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
 
 # -- swallowed-db-error -------------------------------------------------------------------------
 
-@register("swallowed-db-error")
+@rule("swallowed-db-error", "fail", "a database error was caught inside atomic and the "
+      "transaction left unusable", probes=LIFECYCLE_PROBES, restores_connection=True)
 def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
     raised = set((record.facts.get("raised") or {}).get("exc_ids", ()))
@@ -266,7 +286,8 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
 
 # -- async-orm ----------------------------------------------------------------------------------
 
-@register("async-orm")
+@rule("async-orm", "fail", "a query ran on a thread with a running event loop",
+      probes=LIFECYCLE_PROBES)
 def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     findings = []
     groups: Counter[tuple[int, int]] = Counter()
@@ -307,30 +328,32 @@ def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Findin
 
 # -- pool-exhausted -----------------------------------------------------------------------------
 
-@register("pool-exhausted")
+@rule("pool-exhausted", "fail", "connection pool or server connection limit reached",
+      probes=LIFECYCLE_PROBES,
+      options=(RuleOption("max_connections", None, "--dbguard-max-connections"),))
 def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     findings = []
-    raw = record.facts.get("psycopg") or {}
-    for timeout in raw.get("timeouts", ()):
-        wait = f" after {timeout['timeout']:g} s" if timeout["timeout"] is not None else ""
-        size = (f" with all {_plural(timeout['max_size'], 'connection', 'connections')} "
-                f"checked out" if timeout["max_size"] else "")
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
+    for timeout in raw.timeouts:
+        wait = f" after {timeout.timeout:g} s" if timeout.timeout is not None else ""
+        size = (f" with all {_plural(timeout.max_size, 'connection', 'connections')} "
+                f"checked out" if timeout.max_size else "")
         lines = [f"checked out at {site} and not returned by then"
-                 for site in timeout["checked_out_here"]]
+                 for site in timeout.checked_out_here]
         findings.append(Finding(
-            rule="pool-exhausted", nodeid=record.nodeid, phase=timeout["phase"],
-            message=f"pool '{timeout['pool']}' was exhausted: getconn() timed out{wait}{size}, "
-                    f"at {timeout['site'] or 'an unknown place'}",
+            rule="pool-exhausted", nodeid=record.nodeid, phase=timeout.phase,
+            message=f"pool '{timeout.pool}' was exhausted: getconn() timed out{wait}{size}, "
+                    f"at {timeout.site or 'an unknown place'}",
             hint="return every connection as soon as the work is done (`with pool.connection() "
                  "as conn:`), and size the pool for the concurrency the code really has",
             evidence={"lines": lines},
         ))
-    for refused in raw.get("refused", ()):
+    for refused in raw.refused:
         findings.append(Finding(
-            rule="pool-exhausted", nodeid=record.nodeid, phase=refused["phase"],
-            message=f"PostgreSQL refused a connection with {refused['sqlstate']} (too many "
-                    f"connections) at {refused['site'] or 'an unknown place'}: "
-                    f"{refused['message']}",
+            rule="pool-exhausted", nodeid=record.nodeid, phase=refused.phase,
+            message=f"PostgreSQL refused a connection with {refused.sqlstate} (too many "
+                    f"connections) at {refused.site or 'an unknown place'}: "
+                    f"{refused.message}",
             hint="close connections threads and raw clients no longer need, or put a pool "
                  "(or PgBouncer) in front of PostgreSQL; max_connections is a hard limit",
             evidence={"lines": []},

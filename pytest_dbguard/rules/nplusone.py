@@ -25,10 +25,12 @@ from ..events import (
     TestRecord,
     param_key,
 )
-from ..recording.fingerprint import short_sql
-from . import TestContext, register
+from ..text import short_sql
+from .registry import PROBE_PARAM_KEYS, SUSPENDED, RuleOption, TestContext, rule
 
 DEFAULT_THRESHOLD = 3
+THRESHOLD_OPTION = RuleOption("nplusone_threshold", DEFAULT_THRESHOLD,
+                              "--dbguard-nplusone-threshold")
 
 
 def threshold_of(context: TestContext) -> int:
@@ -166,7 +168,8 @@ def fix_for(relation: Relation, field_name: str, context: QueryContext) -> str:
     return f'use prefetch_related("{field_name}")'
 
 
-@register("nplusone")
+@rule("nplusone", "fail", "one query shape repeated by lazy relation access",
+      options=(THRESHOLD_OPTION,), stress=SUSPENDED)
 def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
@@ -260,7 +263,8 @@ def _plain_groups(phase: PhaseRecord, reads_only: bool
     yield from groups.items()
 
 
-@register("nplusone-loop")
+@rule("nplusone-loop", "warn", "one query shape repeated from one call site in a loop",
+      options=(THRESHOLD_OPTION,), stress=SUSPENDED)
 def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
@@ -307,7 +311,8 @@ def _reads_rows(verb: str) -> bool:
     return verb in ("SELECT", "WITH", "VALUES", "TABLE")
 
 
-@register("duplicate")
+@rule("duplicate", "warn", "the same SQL with the same parameters repeated",
+      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS}), stress=SUSPENDED)
 def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:

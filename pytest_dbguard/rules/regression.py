@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..events import Finding, PhaseRecord, TestRecord
-from ..recording.fingerprint import short_sql
-from . import TestContext, register
+from ..text import short_sql
+from .registry import SUSPENDED, TestContext, rule
+
+RULE_ID = "regression"
 
 # How many grown query shapes a regression message lists before summarising the rest.
 SHAPES_SHOWN = 8
@@ -74,7 +76,8 @@ def call_multiset(phase: PhaseRecord) -> dict[str, int]:
             if not fp.is_transaction_control}
 
 
-@register("regression")
+@rule(RULE_ID, "fail", "a test's queries grew beyond the baseline",
+      needs_baseline=True, stress=SUSPENDED)
 def check_regression(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     # options["baseline"] is this test's baseline entry ({"queries", "fingerprints"}); a test
     # absent from the baseline is new, and new tests pass.

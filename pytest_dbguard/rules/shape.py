@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..backends import for_vendor
 from ..events import (
     FLAG_ERROR,
     NO_SITE,
@@ -20,9 +21,17 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..recording.fingerprint import short_sql
-from . import TestContext, register
+from ..facts import QUERY_TIMEOUT, QueryTimeoutFacts
+from ..text import short_sql
 from .nplusone import site_text, unit_label
+from .registry import (
+    PROBE_EXPLAIN,
+    PROBE_TEMPLATES,
+    SUSPENDED,
+    RuleOption,
+    TestContext,
+    rule,
+)
 
 DEFAULT_SLOW_MS = 100.0
 
@@ -36,7 +45,8 @@ class QueryTimeout:
     source: str = "query_timeout marker"
 
 
-@register("slow-query")
+@rule("slow-query", "warn", "one query took longer than --dbguard-slow-ms",
+      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED)
 def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))
@@ -70,10 +80,11 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
     return findings
 
 
-@register("query-timeout")
+@rule("query-timeout", "fail", "a query was cancelled by query_timeout",
+      marker="query_timeout")
 def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    settings = record.facts.get("query_timeout")
-    if not settings:
+    settings: QueryTimeoutFacts | None = record.facts.get(QUERY_TIMEOUT)
+    if settings is None:
         return []
     phase = record.phase("call")
     catalog = phase.catalog
@@ -84,11 +95,7 @@ def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Fi
         extra = row[ROW_EXTRA] or {}
         conn = catalog.conns[row[ROW_CONN]]
         error = extra.get("error") or ""
-        if conn.vendor == "postgresql":
-            cancelled = extra.get("sqlstate") in ("57014", "55P03") and "timeout" in error
-        else:
-            cancelled = error.endswith("interrupted")
-        if not cancelled:
+        if not for_vendor(conn.vendor).cancelled_by_timeout(error, extra.get("sqlstate")):
             continue
         shape = catalog.shapes[row[ROW_SHAPE]]
         site = site_text(catalog, row[ROW_SITE])
@@ -97,19 +104,21 @@ def check_query_timeout(record: TestRecord, context: TestContext) -> Iterable[Fi
             rule="query-timeout",
             nodeid=record.nodeid,
             phase="call",
-            message=(f"query cancelled after {settings['ms']} ms (query_timeout) waiting for "
+            message=(f"query cancelled after {settings.ms} ms (query_timeout) waiting for "
                      f"{waited}: {short_sql(shape.fingerprint)} at {site} (alias "
                      f"{conn.alias}); make it faster or raise the timeout"),
             hint="an index, a narrower filter, or shorter transactions holding the lock keep "
                  "it under the timeout; query_timeout(ms) on the test sets the limit",
-            evidence={"ms": settings["ms"], "fingerprint": shape.fingerprint, "site": site,
+            evidence={"ms": settings.ms, "fingerprint": shape.fingerprint, "site": site,
                       "alias": conn.alias, "error": error,
                       "lines": [f"in {unit_label(phase, row[ROW_UNIT])}: {error}"]},
         ))
     return findings
 
 
-@register("missing-index")
+@rule("missing-index", "warn", "PostgreSQL plans a sequential scan with a filter",
+      probes=frozenset({PROBE_EXPLAIN}), switch="explain",
+      options=(RuleOption("explain", False, "--dbguard-explain"),))
 def check_missing_index(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     scans = record.facts.get("explain") or []
     catalog = record.phase("call").catalog
@@ -151,7 +160,8 @@ _VIA_TEXT = {
 }
 
 
-@register("template-query")
+@rule("template-query", "off", "a query ran while a template was rendering",
+      probes=frozenset({PROBE_TEMPLATES}))
 def check_template_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
@@ -194,7 +204,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
     return findings
 
 
-@register("replica-write")
+@rule("replica-write", "fail", "a write ran on a read-only alias", switch="readonly_aliases",
+      options=(RuleOption("readonly_aliases", (), "--dbguard-readonly-alias"),))
 def check_replica_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     readonly = tuple(context.options.get("readonly_aliases") or ())
     if not readonly:
@@ -249,7 +260,7 @@ _SESSION_STATE = (
 )
 
 
-@register("pgbouncer-unsafe")
+@rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling")
 def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog

@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..events import Finding, TestRecord
-from . import TestContext, register
+from ..facts import CALL_ERROR, CallError
+from .registry import STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
+DEFAULT_LOCK_WAIT_MS = 200
 # Innermost frames of each stuck thread's stack shown in a hang message (JSON has them all).
 STACK_FRAMES_SHOWN = 10
 GRAPH_EDGES_SHOWN = 12
@@ -130,8 +132,8 @@ def deadlocks_outside_stress(record: TestRecord) -> list[Finding]:
     hits = [q for q in record.phase("call").failed_queries() if q.sqlstate == DEADLOCK]
     if not hits:
         return []
-    call_error = record.facts.get("call_error") or {}
-    propagated = call_error.get("sqlstate") == DEADLOCK
+    call_error: CallError | None = record.facts.get(CALL_ERROR)
+    propagated = call_error is not None and call_error.sqlstate == DEADLOCK
     sites = sorted({f"{q.call_site} ({q.thread})" for q in hits if q.call_site})
     kind = "propagated to the test" if propagated else "caught and retried by the code"
     return [Finding(
@@ -148,7 +150,7 @@ def deadlocks_outside_stress(record: TestRecord) -> list[Finding]:
     )]
 
 
-@register("deadlock")
+@rule("deadlock", "fail", "PostgreSQL reported a deadlock", stress=STRESS_ON)
 def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress")
     if stress is None:
@@ -156,7 +158,8 @@ def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding
     return deadlock_findings(stress, record.nodeid)
 
 
-@register("lock-wait")
+@rule("lock-wait", "warn", "a query waited on a lock too long", stress=STRESS_ON,
+      options=(RuleOption("lock_wait_ms", DEFAULT_LOCK_WAIT_MS, "--dbguard-lock-wait-ms"),))
 def check_lock_wait(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress")
     if not stress:
@@ -213,7 +216,7 @@ def graph_lines(graph: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-@register("stress-hang")
+@rule("stress-hang", "fail", "a stress round did not finish in time", stress=STRESS_ON)
 def check_stress_hang(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress = record.facts.get("stress") or {}
     hang = stress.get("hang")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
 
+from ..backends import for_vendor
 from . import StressPlan
 from .watchdog import (
     DEADLOCK,
@@ -185,7 +186,7 @@ class StressRunner:
                                    dispatch_uid=self._uid)
         conn = connections[DEFAULT_DB_ALIAS]
         self.vendor = conn.vendor
-        if conn.vendor != "postgresql":
+        if not for_vendor(conn.vendor).samples_locks:
             self.lock_analysis = (f"lock analysis needs PostgreSQL (this run uses {conn.vendor}); "
                                   "threads ran and their errors are reported")
             return
@@ -212,8 +213,8 @@ class StressRunner:
         connection.execute_wrappers.insert(0, self._observer(index, connection.alias))
         if self._current_round is not None:
             self._wrappers.setdefault((self._current_round.index, index), []).append(connection)
-        if connection.vendor != "postgresql":
-            return
+        if not for_vendor(connection.vendor).samples_locks:
+            return  # no watchdog: nothing to map backend pids to threads for
         from ..recording.django_db import _backend_pid
 
         pid = _backend_pid(connection.connection)
@@ -377,19 +378,11 @@ class StressRunner:
     @staticmethod
     def _close_connections() -> None:
         from django.db import connections
-        from django.db.backends.base.base import BaseDatabaseWrapper
 
         for conn in connections.all(initialized_only=True):
-            try:
-                if conn.vendor == "sqlite" and conn.is_in_memory_db():  # type: ignore[attr-defined]
-                    # SQLite ignores close() on in-memory databases so as not to lose them; the
-                    # main thread still holds this shared-cache database, this thread's handle
-                    # may go.
-                    BaseDatabaseWrapper.close(conn)
-                else:
-                    conn.close()
-            except Exception:
-                pass  # a terminated backend may fail to close cleanly; it is gone either way
+            # a terminated backend may fail to close cleanly; it is gone either way
+            with contextlib.suppress(Exception):
+                for_vendor(conn.vendor).close(conn)
 
     def _close_abandoned(self, round_index: int, index: int, terminated: list[int]) -> None:
         """Close the Django connections of a thread left behind, once their backend is gone.
@@ -400,7 +393,7 @@ class StressRunner:
         """
         for conn in self._wrappers.get((round_index, index), ()):
             backend = self.registry.pid_of(conn)
-            if conn.vendor != "postgresql" or backend not in terminated:
+            if not for_vendor(conn.vendor).samples_locks or backend not in terminated:
                 continue
             try:
                 conn.inc_thread_sharing()

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rules.regression import Tolerance, grown_fingerprints, regressed
-from .json_report import write_atomic
+from .reporting import write_atomic
+from .rules.regression import RULE_ID, Tolerance, grown_fingerprints, regressed
 
 SCHEMA = "pytest-dbguard-baseline/1"
 
@@ -134,7 +134,7 @@ class Change:
 class Comparison:
     tolerance: Tolerance
     regressions: list[Change] = field(default_factory=list)
-    # beyond tolerance, but the test carries dbguard_allow("regression", reason=...)
+    # beyond tolerance, but the test carries dbguard_allow(RULE_ID, reason=...)
     allowed: list[Change] = field(default_factory=list)
     within_tolerance: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
@@ -173,7 +173,7 @@ def compare(baseline: Baseline, entries: Iterable[Mapping[str, Any]],
         change = Change(nodeid, old, new, tuple(grown_fingerprints(
             old_entry["fingerprints"], entry.get("call_fingerprints", {}))))
         if regressed(old, new, tolerance):
-            allowed = any(f["rule"] == "regression" and f.get("allowed")
+            allowed = any(f["rule"] == RULE_ID and f.get("allowed")
                           for f in entry.get("findings", ()))
             (result.allowed if allowed else result.regressions).append(change)
         elif new > old:
@@ -250,7 +250,7 @@ def describe_growth(change: Change, entry: Mapping[str, Any] | None,
             known[fp["id"]] = {"sql": fp["sql"], "sites": [
                 s["site"] for s in fp.get("call_sites", ()) if s.get("site")]}
         for finding in entry.get("findings", ()):
-            if finding["rule"] != "regression":
+            if finding["rule"] != RULE_ID:
                 continue
             for fp in finding.get("evidence", {}).get("fingerprints", ()):
                 known[fp["id"]] = {"sql": fp["sql"], "sites": [

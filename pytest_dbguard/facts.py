@@ -1,0 +1,124 @@
+"""Typed facts that probes and the session hand to rules next to the query rows.
+
+`TestRecord.facts` maps a probe's name to one of these. They are frozen and hold plain values
+only, so a record stays safe to keep after the test and to build by hand in unit tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBackend:
+    """One backend of the test databases as pg_stat_activity listed it after a phase."""
+
+    pid: int
+    database: str
+    state: str  # "idle", "idle in transaction", ... or "unknown"
+    application_name: str = ""
+    known: bool = False  # dbguard can name the connection that owns it
+
+
+@dataclass(frozen=True, slots=True)
+class CensusFacts:
+    """The server's view after teardown (PostgreSQL census probe)."""
+
+    backends: tuple[ServerBackend, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallError:
+    """What the (unstressed) test body raised: the deadlock rule asks whether 40P01 propagated."""
+
+    type: str
+    sqlstate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryTimeoutFacts:
+    """The query timeout applied to the test's call phase."""
+
+    ms: int
+    using: tuple[str, ...] | None = None
+
+
+# The names the facts above are kept under in TestRecord.facts.
+CENSUS = "census"
+CALL_ERROR = "call_error"
+QUERY_TIMEOUT = "query_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class RawConnection:
+    """A psycopg connection the test opened outside Django (raw, or a pool's own)."""
+
+    kind: str  # "psycopg" or "pool"
+    thread: str
+    phase: str
+    pid: int | None
+    site: str | None
+    open: bool
+    driver: str | None = None  # the driver's transaction status while open
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCheckout:
+    """A connection taken from a psycopg-pool pool during the test."""
+
+    pool: str
+    phase: str
+    site: str | None
+    thread: str
+    pid: int | None
+    returned: bool
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """A psycopg-pool pool the test created."""
+
+    name: str
+    phase: str
+    site: str | None
+    max_size: int | None
+    open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTimeout:
+    """getconn() gave up: the pool was exhausted."""
+
+    pool: str
+    max_size: int | None
+    timeout: float | None
+    site: str | None
+    phase: str
+    thread: str
+    checked_out_here: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedConnection:
+    """The server refused a connection (too many connections)."""
+
+    phase: str
+    site: str | None
+    thread: str
+    sqlstate: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PsycopgFacts:
+    """What the psycopg probe saw; connections, checkouts and pools only after teardown."""
+
+    connections: tuple[RawConnection, ...] = ()
+    checkouts: tuple[PoolCheckout, ...] = ()
+    pools: tuple[PoolState, ...] = ()
+    timeouts: tuple[PoolTimeout, ...] = ()
+    refused: tuple[RefusedConnection, ...] = ()
+
+
+PSYCOPG = "psycopg"

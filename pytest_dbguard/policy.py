@@ -1,0 +1,66 @@
+"""Per-test policy: the action each rule takes on one test, settled in this one place.
+
+Pure functions of the settings, the rule registry and what the test declares; the session asks
+them, and so do the unit tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .rules import STRESS_ON, SUSPENDED, RuleRegistry, RuleSpec
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+
+@dataclass(frozen=True)
+class TestFacts:
+    """What a test declares that changes which rules judge it."""
+
+    __test__ = False
+
+    markers: frozenset[str] = frozenset()  # the rule markers present on the test
+    stressed: bool = False  # --dbguard-stress runs this test's body in threads
+
+
+RUN_WIDE = TestFacts()
+
+
+def action_for(spec: RuleSpec, settings: Settings, facts: TestFacts = RUN_WIDE) -> str:
+    """fail, warn or off for one rule on one test (RUN_WIDE: a test with no markers)."""
+    if facts.stressed and spec.stress == SUSPENDED:
+        return "off"
+    explicit = settings.actions.get(spec.id)
+    if spec.needs_baseline:
+        return (explicit or spec.default_action) if settings.compares_baseline else "off"
+    if spec.switch is not None:
+        # the option names what to check: it turns the rule on; without it there is nothing
+        if not settings.rule_options.get(spec.switch):
+            return "off"
+        return explicit or spec.default_action
+    if explicit is not None:
+        return explicit
+    if (settings.enabled or (spec.marker is not None and spec.marker in facts.markers)
+            or (facts.stressed and spec.stress == STRESS_ON)):
+        return spec.default_action
+    return "off"
+
+
+def test_actions(registry: RuleRegistry, settings: Settings,
+                 facts: TestFacts = RUN_WIDE) -> dict[str, str]:
+    return {spec.id: action_for(spec, settings, facts) for spec in registry}
+
+
+def probes_needed(registry: RuleRegistry, settings: Settings) -> frozenset[str]:
+    """The recording the run's active rules read: nothing for a rule that is off."""
+    needed: set[str] = set()
+    for spec in registry:
+        if spec.probes and action_for(spec, settings) != "off":
+            needed |= spec.probes
+    return frozenset(needed)
+
+
+def rule_markers(registry: RuleRegistry) -> frozenset[str]:
+    return frozenset(spec.marker for spec in registry if spec.marker)

@@ -1,0 +1,231 @@
+"""The run's results: per-test entries and outcomes, merged across xdist workers, and notes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .reporting.entries import ReportEntry, RunResults
+from .stress.scope import StressLedger
+
+INTERRUPTED_NOTE = ("the run was interrupted (Ctrl-C): the reports cover the tests that ran "
+                    "before it")
+BASELINE_KEPT_NOTE = "the baseline file was not updated because the run was interrupted"
+
+if TYPE_CHECKING:
+    import pytest
+
+    from . import baseline as baseline_file
+    from .config import Settings
+    from .recording.recorder import Hub
+
+
+class RunCollector:
+    """Collects what each test's report carries; runs on the xdist controller too."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub: Hub | None = None  # this process's recording, once a test was recorded
+        self.entries: dict[str, ReportEntry] = {}
+        self.outcomes: dict[str, str] = {}
+        self.internal_errors: list[str] = []
+        self.notes: list[str] = []
+        self.shared_fixture_queries = 0
+        # xdist: shared-fixture query totals per worker ("main" without xdist), the SQL of
+        # every fingerprint seen, the tests each collection selected, workers that crashed
+        self.shared_by_worker: dict[str, int] = {}
+        self.sql: dict[str, str] = {}
+        self.selected: set[str] | None = None
+        self.crashed_workers: list[str] = []
+        self._results: RunResults | None = None
+        self._new_baseline: baseline_file.Baseline | None = None
+        self.stress_ledger = StressLedger()
+        # set by pytest_sessionfinish before anything reads results(): Ctrl-C ended the run
+        self.interrupted = False
+        self.report_errors: list[str] = []  # one sentence per end-of-run file not written
+
+    @property
+    def records_every_test(self) -> bool:
+        settings = self.settings
+        # --dbguard-stress-scope=all stresses tests that carry no dbguard marker at all
+        return (settings.enabled or settings.baseline is not None
+                or (settings.stress and settings.stress_scope == "all"))
+
+    def collect_report(self, report: pytest.TestReport) -> None:
+        nodeid = report.nodeid
+        previous = self.outcomes.get(nodeid)
+        outcome = _outcome_of(report)
+        if outcome is not None and _OUTCOME_RANK[outcome] > _OUTCOME_RANK.get(previous or "", -1):
+            self.outcomes[nodeid] = outcome
+        entry = getattr(report, "dbguard_entry", None)
+        if entry is not None:
+            self.entries[nodeid] = entry
+        shared = getattr(report, "dbguard_shared_queries", None)
+        if shared is not None:
+            # each teardown report carries its worker's running total: the last one seen stands
+            # in for a worker that crashed before sending its final numbers
+            worker = _worker_id(report)
+            self.shared_by_worker[worker] = max(self.shared_by_worker.get(worker, 0), shared)
+            self.shared_fixture_queries = sum(self.shared_by_worker.values())
+
+    def note_selected(self, nodeids: list[str]) -> None:
+        """Tests a collection selected (after -k/-m): what --dbguard-baseline-prune keeps."""
+        if self.selected is None:
+            self.selected = set()
+        self.selected.update(nodeids)
+
+    # -- xdist: session-level data crosses from workers through workeroutput ---------------
+    def worker_payload(self) -> dict[str, Any]:
+        """Plain data for the controller; per-test entries travel on the reports instead."""
+        return {
+            "shared_fixture_queries": self.hub.shared_query_count if self.hub else 0,
+            "internal_errors": list(self.internal_errors),
+            "notes": list(self.notes),
+            "sql": self.seen_sql(),
+            "stress": self.stress_ledger.payload(),
+        }
+
+    def merge_worker(self, worker: str, payload: dict[str, Any] | None,
+                     error: object = None) -> None:
+        if error is not None:
+            self.crashed_workers.append(f"{worker}: {error}".strip())
+        if not payload:
+            return
+        self.shared_by_worker[worker] = int(payload.get("shared_fixture_queries", 0))
+        self.shared_fixture_queries = sum(self.shared_by_worker.values())
+        self.internal_errors.extend(f"[{worker}] {e}" for e in payload.get("internal_errors", ()))
+        for note in payload.get("notes", ()):
+            if note not in self.notes:
+                self.notes.append(note)
+        self.sql.update(payload.get("sql", {}))
+        self.stress_ledger.merge(payload.get("stress"))
+
+    def seen_sql(self) -> dict[str, str]:
+        sql = dict(self.sql)
+        if self.hub is not None:
+            for shape in self.hub.catalog.shapes:
+                if not shape.is_transaction_control:
+                    sql.setdefault(shape.fingerprint_id, shape.fingerprint)
+        return sql
+
+    def finished_entries(self) -> list[ReportEntry]:
+        entries = []
+        for nodeid, entry in self.entries.items():
+            entry = ReportEntry(**entry)
+            entry["outcome"] = self.outcomes.get(nodeid, "passed")
+            entries.append(entry)
+        return entries
+
+    def results(self) -> RunResults:
+        """The merged run, computed once the run is over (writers and the terminal share it)."""
+        if self._results is not None:
+            return self._results
+        from . import baseline as baseline_file
+
+        settings = self.settings
+        entries = sorted(self.finished_entries(), key=lambda e: e["nodeid"])
+        results = RunResults(entries=entries, shared_fixture_queries=self.shared_fixture_queries,
+                             sql=self.seen_sql(), crashed_workers=list(self.crashed_workers),
+                             notes=list(self.notes),
+                             rules={spec.id: (spec.default_action, spec.summary)
+                                    for spec in settings.rules})
+        if self.records_every_test and self.entries:
+            results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
+        if self.interrupted:
+            results.interrupted = True
+            results.notes.insert(0, INTERRUPTED_NOTE)
+            if settings.baseline_update:
+                results.notes.append(BASELINE_KEPT_NOTE)
+        if settings.baseline is not None and not (self.interrupted and settings.baseline_update):
+            if settings.baseline_update:
+                self._new_baseline, results.baseline_update = baseline_file.updated(
+                    settings.baseline, entries, results.sql, self.selected,
+                    settings.baseline_prune)
+            else:
+                assert settings.baseline_tolerance is not None
+                results.comparison = baseline_file.compare(settings.baseline, entries,
+                                                           settings.baseline_tolerance)
+        results.notes.extend(self._run_notes(results))
+        self._results = results
+        return results
+
+    def write_outputs(self) -> None:
+        """Every requested report, each on its own, then the updated baseline (only when every
+        report was written); a failed write is one sentence in report_errors."""
+        from .reporting import write_one, write_requested
+
+        results = self.results()
+        self.report_errors.extend(write_requested(self.settings, results))
+        if self._new_baseline is None:  # no update asked for, or an interrupted run
+            return
+        from . import baseline as baseline_file
+
+        path, new_baseline = self.settings.baseline_path, self._new_baseline
+        assert path is not None
+        if self.report_errors:
+            error: str | None = (f"dbguard: the baseline {path!r} was not updated because a "
+                                 f"report could not be written; fix the report path and run "
+                                 f"again.")
+        else:
+            error = write_one("baseline", path, lambda: baseline_file.write(path, new_baseline))
+        if error:
+            self.report_errors.append(error)
+            # the summary must not claim an update that did not happen
+            results.notes[:] = [n for n in results.notes
+                                if not n.startswith(f"baseline {path} updated")]
+
+    def _run_notes(self, results: RunResults) -> list[str]:
+        notes = []
+        if self.settings.stress:
+            notes.extend(self.stress_ledger.lines(self.settings.stress_scope))
+        if results.crashed_workers:
+            notes.append("xdist workers crashed: " + "; ".join(results.crashed_workers))
+        if results.missing_records:
+            shown = ", ".join(results.missing_records[:10])
+            more = len(results.missing_records) - 10
+            notes.append(f"no dbguard record for {len(results.missing_records)} tests (worker "
+                         f"crash or internal error): {shown}" + (f" and {more} more"
+                                                                 if more > 0 else ""))
+        comparison = results.comparison
+        if comparison is not None:
+            notes.append(
+                f"baseline {self.settings.baseline_path}: {len(comparison.regressions)} "
+                f"regressions"
+                + (f" ({len(comparison.allowed)} more allowed)" if comparison.allowed else "")
+                + f", {len(comparison.within_tolerance)} within tolerance "
+                f"{comparison.tolerance}, {len(comparison.improvements)} improved, "
+                f"{len(comparison.new_tests)} new tests not in the baseline")
+            if comparison.improvements:
+                notes.append("tests now run fewer queries than the baseline: lock the gain in "
+                             "with --dbguard-baseline-update")
+        update = results.baseline_update
+        if update is not None:
+            notes.append(
+                f"baseline {self.settings.baseline_path} updated: {len(update.added)} added, "
+                f"{len(update.changed)} changed, {len(update.pruned)} pruned")
+            if update.not_updated:
+                notes.append(f"{len(update.not_updated)} tests kept their old baseline entry "
+                             f"because their body did not run to the end (skipped, failed "
+                             f"with an exception, errored)")
+        return notes
+
+
+_OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}
+
+
+def _worker_id(report: pytest.TestReport) -> str:
+    # pytest-xdist sets report.node (the WorkerController) on reports it relays
+    node = getattr(report, "node", None)
+    gateway = getattr(node, "gateway", None)
+    return str(getattr(gateway, "id", "main"))
+
+
+def _outcome_of(report: pytest.TestReport) -> str | None:
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.when == "call":
+        return report.outcome
+    if report.failed:
+        return "error"
+    if report.skipped:
+        return "skipped"
+    return "passed" if report.when == "setup" else None
