@@ -119,32 +119,36 @@ class RunCollector:
         """The merged run, computed once the run is over (writers and the terminal share it)."""
         if self._results is not None:
             return self._results
-        from . import baseline as baseline_file
+        from .reporting import run
 
         settings = self.settings
         entries = sorted(self.finished_entries(), key=lambda e: e["nodeid"])
         results = RunResults(entries=entries, shared_fixture_queries=self.shared_fixture_queries,
                              sql=self.seen_sql(), crashed_workers=list(self.crashed_workers),
-                             notes=list(self.notes),
+                             session_notes=list(self.notes), meta=run.run_meta(settings),
                              rules={spec.id: (spec.default_action, spec.summary)
                                     for spec in settings.rules})
         if self.records_every_test and self.entries:
             results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
+        if self.settings.stress:
+            # which tests stress mode stressed, and why it left the others
+            results.session_notes.extend(self.stress_ledger.lines(settings.stress_scope))
+        request = None
+        # Ctrl-C: the reports say so, and a baseline update is not even computed
+        keep_baseline = self.interrupted and settings.baseline_update
+        if settings.baseline is not None and not keep_baseline:
+            assert settings.baseline_path is not None and settings.baseline_tolerance is not None
+            request = run.BaselineRequest(
+                settings.baseline_path, settings.baseline, settings.baseline_tolerance,
+                update=settings.baseline_update, prune=settings.baseline_prune,
+                selected=self.selected)
+        # baseline verdict and the run's notes: the code `dbguard report` finishes shards with
+        self._new_baseline = run.conclude(results, request)
         if self.interrupted:
             results.interrupted = True
             results.notes.insert(0, INTERRUPTED_NOTE)
-            if settings.baseline_update:
+            if keep_baseline:
                 results.notes.append(BASELINE_KEPT_NOTE)
-        if settings.baseline is not None and not (self.interrupted and settings.baseline_update):
-            if settings.baseline_update:
-                self._new_baseline, results.baseline_update = baseline_file.updated(
-                    settings.baseline, entries, results.sql, self.selected,
-                    settings.baseline_prune)
-            else:
-                assert settings.baseline_tolerance is not None
-                results.comparison = baseline_file.compare(settings.baseline, entries,
-                                                           settings.baseline_tolerance)
-        results.notes.extend(self._run_notes(results))
         self._results = results
         return results
 
@@ -172,41 +176,6 @@ class RunCollector:
             # the summary must not claim an update that did not happen
             results.notes[:] = [n for n in results.notes
                                 if not n.startswith(f"baseline {path} updated")]
-
-    def _run_notes(self, results: RunResults) -> list[str]:
-        notes = []
-        if self.settings.stress:
-            notes.extend(self.stress_ledger.lines(self.settings.stress_scope))
-        if results.crashed_workers:
-            notes.append("xdist workers crashed: " + "; ".join(results.crashed_workers))
-        if results.missing_records:
-            shown = ", ".join(results.missing_records[:10])
-            more = len(results.missing_records) - 10
-            notes.append(f"no dbguard record for {len(results.missing_records)} tests (worker "
-                         f"crash or internal error): {shown}" + (f" and {more} more"
-                                                                 if more > 0 else ""))
-        comparison = results.comparison
-        if comparison is not None:
-            notes.append(
-                f"baseline {self.settings.baseline_path}: {len(comparison.regressions)} "
-                f"regressions"
-                + (f" ({len(comparison.allowed)} more allowed)" if comparison.allowed else "")
-                + f", {len(comparison.within_tolerance)} within tolerance "
-                f"{comparison.tolerance}, {len(comparison.improvements)} improved, "
-                f"{len(comparison.new_tests)} new tests not in the baseline")
-            if comparison.improvements:
-                notes.append("tests now run fewer queries than the baseline: lock the gain in "
-                             "with --dbguard-baseline-update")
-        update = results.baseline_update
-        if update is not None:
-            notes.append(
-                f"baseline {self.settings.baseline_path} updated: {len(update.added)} added, "
-                f"{len(update.changed)} changed, {len(update.pruned)} pruned")
-            if update.not_updated:
-                notes.append(f"{len(update.not_updated)} tests kept their old baseline entry "
-                             f"because their body did not run to the end (skipped, failed "
-                             f"with an exception, errored)")
-        return notes
 
 
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}

@@ -308,7 +308,8 @@ class DbguardSession:
         path, line = item.location[0], item.location[1]
         entry = test_entry(record, state.findings, duration_ms,
                            call_completed=state.call_completed,
-                           location=(path.replace("\\", "/"), (line or 0) + 1))
+                           location=(path.replace("\\", "/"), (line or 0) + 1),
+                           allowed=state.allowed)
         if self.hub is not None:
             self.hub.finish_test()
         if self.recording is not None:

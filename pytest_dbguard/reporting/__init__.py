@@ -28,8 +28,10 @@ class Reporter(Protocol):
 class ReportFormat:
     name: str
     setting: str  # the Settings attribute holding the path, None when not asked for
-    option: str  # the command-line option that asks for it
+    option: str | None  # the pytest option that asks for it (None: `dbguard report` only)
     module: str  # under pytest_dbguard.reporting; imported only when the format is written
+    cli: str  # the `dbguard report` option that asks for it
+    what: str  # what the file is, for `dbguard report --help`
     label: str = "report"  # what the file is, in the sentence a failed write gives
 
     def reporter(self) -> Reporter:
@@ -38,16 +40,27 @@ class ReportFormat:
 
 
 FORMATS = (
-    ReportFormat("json", "json_path", "--dbguard-json", "json_report", "JSON report"),
-    ReportFormat("markdown", "md_path", "--dbguard-md", "markdown", "Markdown summary"),
-    ReportFormat("html", "html_path", "--dbguard-html", "html", "HTML report"),
-    ReportFormat("sarif", "sarif_path", "--dbguard-sarif", "sarif", "SARIF report"),
+    ReportFormat("json", "json_path", "--dbguard-json", "json_report", "--json",
+                 "the JSON report, with the baseline verdict applied", "JSON report"),
+    ReportFormat("markdown", "md_path", "--dbguard-md", "markdown", "--md",
+                 "the Markdown summary (e.g. $GITHUB_STEP_SUMMARY)", "Markdown summary"),
+    ReportFormat("html", "html_path", "--dbguard-html", "html", "--html",
+                 "the self-contained HTML report", "HTML report"),
+    ReportFormat("sarif", "sarif_path", "--dbguard-sarif", "sarif", "--sarif",
+                 "SARIF 2.1.0 for code scanning", "SARIF report"),
+    # a single run has pytest's own --junitxml; shards combined have no pytest run left
+    ReportFormat("junit", "junitxml_path", None, "junit", "--junitxml",
+                 "JUnit XML, one testcase per recorded test", "JUnit XML report"),
 )
 
 
 def write_requested(settings: object, results: RunResults) -> list[str]:
     """Write every report format whose path the settings hold, in table order, each on its own;
-    one sentence per write that failed."""
+    one sentence per write that failed (the other formats are still written).
+
+    `settings` is the run's Settings, or the paths `dbguard report` was given under the same
+    attribute names: a run and its shards combined write through this one loop.
+    """
     errors = []
     for report in FORMATS:
         path = getattr(settings, report.setting, None)

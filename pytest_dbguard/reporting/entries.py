@@ -40,6 +40,8 @@ class ReportEntry(TypedDict):
     findings: list[FindingEntry]
     top_fingerprints: list[dict[str, Any]]
     call_fingerprints: dict[str, int]
+    call_fingerprint_sites: dict[str, list[dict[str, Any]]]
+    allowed_rules: dict[str, str]
     call_completed: bool
     location: dict[str, Any] | None
     stress: dict[str, Any] | None
@@ -47,11 +49,13 @@ class ReportEntry(TypedDict):
 
 def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, *,
                call_completed: bool = True,
-               location: tuple[str, int] | None = None) -> ReportEntry:
+               location: tuple[str, int] | None = None,
+               allowed: dict[str, str] | None = None) -> ReportEntry:
     """The JSON form of one test; the same dict travels from xdist workers to the controller.
 
     `call_completed` says the test body returned (the baseline only takes counts of bodies that
-    ran to the end); `location` is the test function's file and 1-based line.
+    ran to the end); `location` is the test function's file and 1-based line; `allowed` the
+    test's dbguard_allow reasons by rule.
     """
     by_alias: dict[str, dict[str, int]] = {}
     for phase_name in PHASES:
@@ -81,6 +85,15 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
             (fp.fingerprint_id, fp.count) for fp in call.fingerprints
             if not fp.is_transaction_control
         )),
+        # call sites of every call-phase shape and the test's dbguard_allow reasons: what
+        # `dbguard report --baseline` needs to judge a shard's tests as the regression rule does
+        "call_fingerprint_sites": {
+            fp.fingerprint_id: [{"site": str(site) if site else None, "count": n}
+                                for site, n in fp.call_sites]
+            for fp in sorted(call.fingerprints, key=lambda fp: fp.fingerprint_id)
+            if not fp.is_transaction_control
+        },
+        "allowed_rules": dict(sorted((allowed or {}).items())),
         "call_completed": call_completed,
         "location": {"path": location[0], "line": location[1]} if location else None,
         # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
@@ -146,8 +159,12 @@ class RunResults:
     baseline_update: Any = None
     missing_records: list[str] = field(default_factory=list)
     crashed_workers: list[str] = field(default_factory=list)
+    # what recording noticed; `notes` adds what the end of the run concluded (reporting/run.py)
+    session_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # the JSON report's run description: plugin version and the settings that shape findings
+    meta: dict[str, Any] = field(default_factory=dict)
     rules: dict[str, tuple[str, str]] = field(default_factory=lambda: builtin_rule_table())
     _summary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 

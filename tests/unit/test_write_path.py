@@ -39,11 +39,14 @@ def test_an_interrupted_run_marks_every_format(tmp_path):
 
 def collector(tmp_path, **paths) -> RunCollector:
     path = tmp_path / "base.json"
-    reports = {"json_path": None, "md_path": None, "html_path": None, "sarif_path": None}
+    reports = {"json_path": None, "md_path": None, "html_path": None, "sarif_path": None,
+               "junitxml_path": None}
     settings = SimpleNamespace(
         enabled=True, rules=builtin_registry(), baseline=baseline_file.Baseline(),
-        baseline_path=str(path), baseline_update=True, baseline_prune=False, stress=False,
-        stress_scope="marked", **{**reports, **paths})
+        baseline_path=str(path), baseline_update=True, baseline_prune=False,
+        baseline_tolerance="0", actions={}, max_queries=None, show_params=False,
+        query_timeout_ms=None, stress=False, stress_threads=None, stress_scope="marked",
+        stress_timeout=None, rule_options={}, **{**reports, **paths})
     return RunCollector(settings)  # type: ignore[arg-type]
 
 
