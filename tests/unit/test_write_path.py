@@ -75,3 +75,20 @@ def test_ctrl_c_keeps_the_baseline_and_says_so(tmp_path):
     notes = run.results().notes
     assert notes[0] == INTERRUPTED_NOTE and BASELINE_KEPT_NOTE in notes
     assert not (tmp_path / "base.json").exists() and run.report_errors == []
+
+
+def test_dbguard_report_writes_the_other_formats_and_names_the_failed_one(tmp_path, capsys):
+    from pytest_dbguard import cli
+    from pytest_dbguard.reporting import json_report
+
+    merged = tmp_path / "merged.json"
+    json_report.write(str(merged), results(meta={"plugin_version": "0", "settings": {}}))
+    missing = tmp_path / "missing" / "s.md"
+    code = cli.main(["report", str(merged), "--md", str(missing),
+                     "--sarif", str(tmp_path / "r.sarif")])
+    assert code == cli.BAD_INPUT
+    assert capsys.readouterr().err == (
+        f"dbguard report: error: could not write the Markdown summary to '{missing}': No such "
+        f"file or directory. The other reports were written; free the path or choose another "
+        f"one.\n")
+    assert (tmp_path / "r.sarif").exists()
