@@ -178,8 +178,11 @@ def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     new_baseline = run.conclude(results, request)
     # the paths under the Settings attribute names the formats table reads
     paths = argparse.Namespace(**{f.setting: getattr(args, f.setting) for f in reporting.FORMATS})
+    errors = reporting.write_requested(paths, results)
+    if errors:
+        # the other formats were written; the baseline waits for a run that wrote them all
+        raise InputError(" ".join(e.removeprefix("dbguard: ") for e in errors))
     try:
-        reporting.write_requested(paths, results)
         if new_baseline is not None and request is not None:
             from . import baseline as baseline_file
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .reporting.entries import ReportEntry, RunResults
+from .stress.scope import StressLedger
+
+INTERRUPTED_NOTE = ("the run was interrupted (Ctrl-C): the reports cover the tests that ran "
+                    "before it")
+BASELINE_KEPT_NOTE = "the baseline file was not updated because the run was interrupted"
 
 if TYPE_CHECKING:
     import pytest
@@ -33,10 +38,17 @@ class RunCollector:
         self.crashed_workers: list[str] = []
         self._results: RunResults | None = None
         self._new_baseline: baseline_file.Baseline | None = None
+        self.stress_ledger = StressLedger()
+        # set by pytest_sessionfinish before anything reads results(): Ctrl-C ended the run
+        self.interrupted = False
+        self.report_errors: list[str] = []  # one sentence per end-of-run file not written
 
     @property
     def records_every_test(self) -> bool:
-        return self.settings.enabled or self.settings.baseline is not None
+        settings = self.settings
+        # --dbguard-stress-scope=all stresses tests that carry no dbguard marker at all
+        return (settings.enabled or settings.baseline is not None
+                or (settings.stress and settings.stress_scope == "all"))
 
     def collect_report(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
@@ -69,6 +81,7 @@ class RunCollector:
             "internal_errors": list(self.internal_errors),
             "notes": list(self.notes),
             "sql": self.seen_sql(),
+            "stress": self.stress_ledger.payload(),
         }
 
     def merge_worker(self, worker: str, payload: dict[str, Any] | None,
@@ -84,6 +97,7 @@ class RunCollector:
             if note not in self.notes:
                 self.notes.append(note)
         self.sql.update(payload.get("sql", {}))
+        self.stress_ledger.merge(payload.get("stress"))
 
     def seen_sql(self) -> dict[str, str]:
         sql = dict(self.sql)
@@ -117,8 +131,13 @@ class RunCollector:
                                     for spec in settings.rules})
         if self.records_every_test and self.entries:
             results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
+        if self.settings.stress:
+            # which tests stress mode stressed, and why it left the others
+            results.session_notes.extend(self.stress_ledger.lines(settings.stress_scope))
         request = None
-        if settings.baseline is not None:
+        # Ctrl-C: the reports say so, and a baseline update is not even computed
+        keep_baseline = self.interrupted and settings.baseline_update
+        if settings.baseline is not None and not keep_baseline:
             assert settings.baseline_path is not None and settings.baseline_tolerance is not None
             request = run.BaselineRequest(
                 settings.baseline_path, settings.baseline, settings.baseline_tolerance,
@@ -126,17 +145,38 @@ class RunCollector:
                 selected=self.selected)
         # baseline verdict and the run's notes: the code `dbguard report` finishes shards with
         self._new_baseline = run.conclude(results, request)
+        if self.interrupted:
+            results.interrupted = True
+            results.notes.insert(0, INTERRUPTED_NOTE)
+            if keep_baseline:
+                results.notes.append(BASELINE_KEPT_NOTE)
         self._results = results
         return results
 
-    def write_baseline(self) -> None:
-        """The updated baseline file, when this run updates one (after every report)."""
-        settings = self.settings
-        if settings.baseline is not None and settings.baseline_update:
-            from . import baseline as baseline_file
+    def write_outputs(self) -> None:
+        """Every requested report, each on its own, then the updated baseline (only when every
+        report was written); a failed write is one sentence in report_errors."""
+        from .reporting import write_one, write_requested
 
-            assert settings.baseline_path is not None and self._new_baseline is not None
-            baseline_file.write(settings.baseline_path, self._new_baseline)
+        results = self.results()
+        self.report_errors.extend(write_requested(self.settings, results))
+        if self._new_baseline is None:  # no update asked for, or an interrupted run
+            return
+        from . import baseline as baseline_file
+
+        path, new_baseline = self.settings.baseline_path, self._new_baseline
+        assert path is not None
+        if self.report_errors:
+            error: str | None = (f"dbguard: the baseline {path!r} was not updated because a "
+                                 f"report could not be written; fix the report path and run "
+                                 f"again.")
+        else:
+            error = write_one("baseline", path, lambda: baseline_file.write(path, new_baseline))
+        if error:
+            self.report_errors.append(error)
+            # the summary must not claim an update that did not happen
+            results.notes[:] = [n for n in results.notes
+                                if not n.startswith(f"baseline {path} updated")]
 
 
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}

@@ -16,20 +16,23 @@ from typing import Any
 
 import pytest
 
-from . import markers, policy
+from . import aliases, markers, policy
 from .backends import for_vendor
 from .config import Settings
 from .events import Finding, TestRecord
 from .facts import CALL_ERROR, CallError
 from .recording.assembly import DJANGO_NOT_CONFIGURED, Recording, django_ready
 from .recording.recorder import Hub, TestRecorder
-from .reporting import terminal, write_requested
+from .recording.restore import FACT as RESTORED_FACT
+from .recording.restore import mention_restore, restore_after_call
+from .reporting import terminal
 from .reporting.entries import ReportEntry, RunResults, test_entry
 from .results import RunCollector
 from .rules import TestContext, evaluate
 from .rules.budget import Budget
 from .rules.shape import QueryTimeout
 from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
+from .stress.scope import unstressed_reason
 
 # pytest-django fixtures that give a test real commits, visible to other connections.
 TRANSACTIONAL_FIXTURES = frozenset({"transactional_db", "live_server", "django_db_reset_sequences",
@@ -77,11 +80,14 @@ class DbguardSession:
         # each rule's action worked out once per distinct set of facts, not per test
         self._actions = policy.ActionTable(settings.rules, settings)
         self._rule_markers = policy.rule_markers(settings.rules)
+        self.readonly_checked = False  # --dbguard-readonly-alias checked against DATABASES
+        # rules after whose finding the test's connections are put back for the next test
+        self._restoring = frozenset(s.id for s in settings.rules if s.restores_connection)
 
     # -- deciding what to record ----------------------------------------------------------
     @property
     def records_every_test(self) -> bool:
-        return self.settings.enabled or self.settings.baseline is not None
+        return self.run.records_every_test
 
     def wants_recording(self, item: pytest.Item) -> bool:
         if self.records_every_test:
@@ -136,6 +142,10 @@ class DbguardSession:
                                   "(configure pytest-django to use dbguard).")
                 self._django_missing_noted = True
             return None
+        aliases.check_marker_aliases(budget, timeout)
+        if not self.readonly_checked:
+            self.readonly_checked = True  # one failure, not one per test
+            aliases.check_readonly_in_test(self.settings.rule_options.get("readonly_aliases"))
         facts = policy.TestFacts(
             markers=frozenset(name for name in self._rule_markers
                               if item.get_closest_marker(name) is not None),
@@ -170,7 +180,13 @@ class DbguardSession:
             return None
         transactional = _transactional(item)
         if spec is None:
-            if settings.stress_scope != "all" or not transactional:
+            if settings.stress_scope != "all":
+                return None
+            reason = unstressed_reason(item, transactional)
+            if reason is not None:
+                self.run.stress_ledger.left[item.nodeid] = reason
+                return None
+            if not transactional:
                 return None
             spec = StressSpec(DEFAULT_THREADS, DEFAULT_ROUNDS, DEFAULT_TIMEOUT_S)
         if _is_unittest(item):
@@ -180,6 +196,7 @@ class DbguardSession:
                 "function with @pytest.mark.django_db(transaction=True).")
         if transactional is False:
             raise markers.MarkerError(STRESS_NEEDS_COMMITS)
+        self.run.stress_ledger.stressed.append(item.nodeid)
         return StressPlan(
             threads=settings.stress_threads or spec.threads,
             rounds=spec.rounds,
@@ -254,6 +271,17 @@ class DbguardSession:
                     timeouts.stop()
             finally:
                 state.recorder.stop_phase()
+                if name == "call":
+                    self._restore_connections(state)
+
+    def _restore_connections(self, state: TestState) -> None:
+        """Undo an open transaction the test body left, once its state is recorded."""
+        assert state.recorder is not None
+        try:
+            restore_after_call(state.recorder.facts, state.actions, self._restoring)
+        except Exception as exc:
+            self.internal_errors.append(f"{state.context.nodeid}: restoring its connections "
+                                        f"failed: {type(exc).__name__}: {exc}")
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
@@ -289,6 +317,8 @@ class DbguardSession:
         state.record = record
         found = evaluate(record, state.context, state.actions, state.allowed, stage=stage,
                          registry=self.settings.rules)
+        found = mention_restore(found, state.recorder.facts.get(RESTORED_FACT) or [],
+                                self._restoring)
         state.findings.extend(found)
         return found
 
@@ -337,9 +367,8 @@ class DbguardSession:
         return terminal.summary_lines(self.results(), verbosity)
 
     def write_reports(self) -> None:
-        """Write every requested report; the baseline last, so a failing writer leaves it."""
-        write_requested(self.settings, self.results())
-        self.run.write_baseline()
+        """Every requested report, each on its own, then the baseline (results.py)."""
+        self.run.write_outputs()
 
 def _transactional(item: pytest.Item) -> bool | None:
     """True: real commits (transaction=True); False: pytest-django's wrapping transaction;

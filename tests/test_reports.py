@@ -141,7 +141,7 @@ def test_internal_error_is_reported_as_the_plugins(djproject):
     assert "RuntimeError: boom in a rule" in result.stdout.str()
 
 
-def test_interrupted_run_writes_no_report(djproject):
+def test_interrupted_run_writes_a_marked_report(djproject):
     djproject.write_test('''
         import pytest
         from shop.models import Author
@@ -157,5 +157,7 @@ def test_interrupted_run_writes_no_report(djproject):
     path.write_text('{"previous": "report"}\n')
     result = djproject.run("--dbguard", "--dbguard-json", str(path))
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    assert path.read_text() == '{"previous": "report"}\n'
+    document = json.loads(path.read_text())
+    assert document["interrupted"] is True
+    assert [t["nodeid"] for t in document["tests"]] == ["test_shop.py::test_first"]
     assert [p.name for p in djproject.path.glob(".dbguard-*")] == []

@@ -166,6 +166,7 @@ class RunResults:
     # what recording noticed; `notes` adds what the end of the run concluded (reporting/run.py)
     session_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
     # the JSON report's run description: plugin version and the settings that shape findings
     meta: dict[str, Any] = field(default_factory=dict)
     rules: dict[str, tuple[str, str]] = field(default_factory=lambda: builtin_rule_table())
@@ -185,6 +186,8 @@ class RunResults:
             summary["baseline_update"] = self.baseline_update.summary()
         if self.missing_records:
             summary["missing_records"] = list(self.missing_records)
+        if self.interrupted:
+            summary["interrupted"] = True
         return summary
 
 

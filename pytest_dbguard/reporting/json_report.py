@@ -30,8 +30,11 @@ def document(results: RunResults) -> dict[str, Any]:
     """
     meta = results.meta
     used = {fp_id for entry in results.entries for fp_id in entry.get("call_fingerprints", ())}
+    head: dict[str, Any] = {"schema": SCHEMA}
+    if results.interrupted:
+        head["interrupted"] = True  # Ctrl-C: the tests below are those that ran before it
     return {
-        "schema": SCHEMA,
+        **head,
         "plugin_version": meta.get("plugin_version"),
         "settings": meta.get("settings"),
         # every rule of the run, built-in and the project's own, in the order findings are
@@ -80,6 +83,7 @@ def results_from(data: Any) -> RunResults:
         missing_records=list(summary.get("missing_records", ())),
         crashed_workers=list(data["crashed_workers"]),
         session_notes=list(data["notes"]),
+        interrupted=bool(data.get("interrupted")),
         meta={"plugin_version": data["plugin_version"], "settings": data["settings"]},
         rules=({rule_id: (str(rule["default"]), str(rule["summary"]))
                 for rule_id, rule in rules.items()}

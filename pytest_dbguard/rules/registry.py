@@ -80,6 +80,9 @@ class RuleSpec:
     # the check reads nothing but the call phase's statements: a test body that ran none cannot
     # break it, so it is not asked (most of a fast suite's rule pass otherwise)
     needs_call_queries: bool = False
+    # after the rule's finding, dbguard rolls the test's connections back so that the next test
+    # starts clean (one mistake, one failure)
+    restores_connection: bool = False
     builtin: bool = True
 
 
