@@ -158,7 +158,9 @@ def _baseline_request(args: argparse.Namespace, results: RunResults) -> run.Base
     judge_action = None
     if settings.get("baseline") is None and not args.update:
         # the shards ran without the baseline: judge their tests here, as the run's rule would
-        judge_action = (settings.get("actions") or {}).get("regression", "fail")
+        from .rules.regression import RULE_ID
+
+        judge_action = (settings.get("actions") or {}).get(RULE_ID, "fail")
     if settings.get("baseline") is None:
         settings["baseline"] = {"mode": "update" if args.update else "compare",
                                 "tolerance": str(tolerance)}
