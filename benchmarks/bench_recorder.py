@@ -84,12 +84,33 @@ def main() -> None:
             return elapsed
         return run
 
+    def with_units(loop):
+        # what --dbguard adds with nplusone on: load groups on querysets, body-call units
+        from pytest_dbguard.recording import loads
+        from pytest_dbguard.recording.bodysteps import watching
+
+        def run() -> float:
+            uninstall = loads.install(hub)
+            recorder = hub.start_test("bench::test")
+            start = time.perf_counter()
+            recorder.start_phase("call")
+            with watching(hub, loop.__code__):
+                loop()
+            recorder.stop_phase()
+            recorder.record()
+            elapsed = time.perf_counter() - start
+            hub.finish_test()
+            uninstall()
+            return elapsed
+        return run
+
     for workload, loop, per_run in (("SELECT 1 via cursor", raw_loop, n),
                                     ("ORM .filter().first()", orm_loop, n // 10)):
         variants = {
             "plain": plain(loop),
             "CaptureQueriesContext": captured(loop),
             "dbguard recorder": recorded(loop),
+            "+ load groups, units": with_units(loop),
         }
         timings: dict[str, list[float]] = {name: [] for name in variants}
         for run in variants.values():  # warm-up

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pytest_dbguard import baseline
+from pytest_dbguard import baseline, cli  # noqa: E402
 from pytest_dbguard.events import CallSite, Catalog, ConnInfo, Finding, TestRecord  # noqa: E402
 from pytest_dbguard.recording.fingerprint import make_shape  # noqa: E402
 from pytest_dbguard.recording.recorder import build_phase  # noqa: E402
@@ -96,7 +96,8 @@ def main() -> None:
     tolerance = Tolerance()
     directory = tempfile.mkdtemp(prefix="dbguard-bench-")
     paths = {name: os.path.join(directory, name) for name in
-             ("report.json", "report.md", "report.html", "report.sarif", "baseline.json")}
+             ("report.json", "report.md", "report.html", "report.sarif", "baseline.json",
+              "shard-1.json", "shard-2.json", "shard-3.json", "shard-4.json")}
 
     def merge() -> RunResults:
         results = RunResults(entries=sorted(entries, key=lambda e: e["nodeid"]), sql=sql)
@@ -104,6 +105,21 @@ def main() -> None:
         return results
 
     results = merge()
+    # the same run as four CI shards' JSON reports, for `dbguard combine`
+    for group in range(4):
+        shard = RunResults(entries=results.entries[group::4], sql=sql,
+                           meta={"plugin_version": "0", "settings": {}})
+        json_report.write(paths[f"shard-{group + 1}.json"], shard)
+
+    def combine_shards() -> RunResults:
+        import json
+
+        named = []
+        for group in range(4):
+            with open(paths[f"shard-{group + 1}.json"], encoding="utf-8") as handle:
+                named.append((f"shard-{group + 1}.json", json.load(handle)))
+        return cli.combine(named)
+
     steps: list[tuple[str, Callable[[], object]]] = [
         ("merge + compare with baseline", merge),
         ("json", lambda: json_report.write(paths["report.json"], results)),
@@ -113,6 +129,7 @@ def main() -> None:
         ("baseline update + write", lambda: baseline.write(
             paths["baseline.json"], baseline.updated(old, results.entries, sql)[0])),
         ("baseline load (next run)", lambda: baseline.load(paths["baseline.json"])),
+        ("4 shards: combine (read, merge)", combine_shards),
     ]
     timings: dict[str, list[float]] = {name: [] for name, _ in steps}
     for _ in range(args.repeats):

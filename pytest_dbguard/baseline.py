@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .reporting import write_atomic
+from .rules.known import KNOWN_REASON, NOT_BASELINED, key_of
 from .rules.regression import RULE_ID, Tolerance, grown_fingerprints, regressed
 
 SCHEMA = "pytest-dbguard-baseline/1"
@@ -81,6 +82,10 @@ def _check_entry(nodeid: str, entry: Any) -> None:
     ):
         raise BaselineError(f"has no \"fingerprints\" object of id -> positive count for "
                             f"{where}")
+    findings = entry.get("findings", [])
+    if not isinstance(findings, list) or not all(isinstance(k, str) for k in findings):
+        raise BaselineError(f"has a \"findings\" key that is not a list of finding keys for "
+                            f"{where}")
 
 
 def _count(value: Any, minimum: int) -> bool:
@@ -92,8 +97,7 @@ def dumps(baseline: Baseline) -> str:
     lines = ["{", f'  "schema": {json.dumps(SCHEMA)},', '  "tests": {']
     tests = [
         f"    {json.dumps(nodeid, ensure_ascii=False)}: "
-        + json.dumps({"fingerprints": dict(sorted(entry["fingerprints"].items())),
-                      "queries": entry["queries"]}, ensure_ascii=False)
+        + json.dumps(_entry_document(entry), ensure_ascii=False)
         for nodeid, entry in sorted(baseline.tests.items())
     ]
     if tests:
@@ -108,6 +112,15 @@ def dumps(baseline: Baseline) -> str:
         lines.append(",\n".join(sql))
     lines.extend(["  }", "}"])
     return "\n".join(lines) + "\n"
+
+
+def _entry_document(entry: Mapping[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = {"fingerprints": dict(sorted(entry["fingerprints"].items()))}
+    if entry.get("findings"):
+        # known findings: rule, call site file::function, query shape (see rules.known)
+        document["findings"] = sorted(set(entry["findings"]))
+    document["queries"] = entry["queries"]
+    return document
 
 
 def write(path: str, baseline: Baseline) -> None:
@@ -216,13 +229,16 @@ def updated(baseline: Baseline, entries: Iterable[Mapping[str, Any]], sql: Mappi
         if not entry.get("call_completed", True) or entry.get("outcome") == "skipped":
             change.not_updated.append(nodeid)
             continue
-        new_entry = {"queries": entry["queries"]["call"],
-                     "fingerprints": dict(entry.get("call_fingerprints", {}))}
+        new_entry: dict[str, Any] = {"queries": entry["queries"]["call"],
+                                     "fingerprints": dict(entry.get("call_fingerprints", {}))}
+        found = findings_of(entry)
+        if found:
+            new_entry["findings"] = found
         old = tests.get(nodeid)
         if old is None:
             change.added.append(nodeid)
-        elif (old["queries"], old["fingerprints"]) != (new_entry["queries"],
-                                                        new_entry["fingerprints"]):
+        elif (old["queries"], old["fingerprints"], sorted(old.get("findings", ()))) != (
+                new_entry["queries"], new_entry["fingerprints"], found):
             change.changed.append(nodeid)
         tests[nodeid] = new_entry
     if prune and selected is not None:
@@ -235,6 +251,13 @@ def updated(baseline: Baseline, entries: Iterable[Mapping[str, Any]], sql: Mappi
     known.update(sql)
     used = {fp_id for entry in tests.values() for fp_id in entry["fingerprints"]}
     return Baseline(tests=tests, sql={k: v for k, v in known.items() if k in used}), change
+
+
+def findings_of(entry: Mapping[str, Any]) -> list[str]:
+    """Keys of a test's findings for the baseline: all but those a marker allowed."""
+    return sorted({key_of(f) for f in entry.get("findings", ())
+                   if f["rule"] not in NOT_BASELINED
+                   and (not f.get("allowed") or f["allowed"] == KNOWN_REASON)})
 
 
 def describe_growth(change: Change, entry: Mapping[str, Any] | None,

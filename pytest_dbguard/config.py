@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import paths
 from .rules import ACTIONS, RuleRegistry, builtin_registry
 
 if TYPE_CHECKING:  # loaded only when a baseline option is given
@@ -36,6 +37,9 @@ def add_options(parser: pytest.Parser) -> None:
                          "connections are open at once during a test.")
     group.addoption("--dbguard-json", default=None, metavar="PATH",
                     help="Write the per-test report as JSON (schema pytest-dbguard/1).")
+    group.addoption("--dbguard-verbose", action="store_true", default=False,
+                    help="List every warning in the terminal summary (as -v does); by "
+                         "default it shows the top few per rule.")
     group.addoption("--dbguard-show-params", action="store_true", default=False,
                     help="Keep query parameters and raw SQL in reports (redacted by default).")
     group.addoption("--dbguard-baseline", default=None, metavar="PATH",
@@ -91,8 +95,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("dbguard", type="bool", default=False,
                   help="Turn on dbguard's suite-wide rules (same as --dbguard).")
     parser.addini("dbguard_rules", type="linelist", default=[],
-                  help="Lines of ID=ACTION setting rule actions (fail, warn, off); custom "
-                       "rules too.")
+                  help="ID=ACTION settings of rule actions (fail, warn, off), one per line "
+                       "or separated by commas; custom rules too.")
+    paths.add_inis(parser)
 
 
 STRESS_SCOPES = ("marked", "all")
@@ -149,9 +154,12 @@ class Settings:
 def _parse_rule_lines(lines: list[str], source: str, rules: RuleRegistry) -> dict[str, str]:
     actions: dict[str, str] = {}
     valid_ids = ", ".join(rules.ids())
-    for raw in lines:
+    # one per line, or several on a line separated by commas (`nplusone=warn, budget=off`)
+    items = [part for line in lines if not line.strip().startswith("#")
+             for part in line.split(",")]
+    for raw in items:
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line:
             continue
         rule_id, sep, action = (part.strip() for part in line.partition("="))
         if not sep or not rule_id or not action:
@@ -174,17 +182,14 @@ def _parse_rule_lines(lines: list[str], source: str, rules: RuleRegistry) -> dic
 
 def check_writable(path: str, option: str) -> str:
     """Fail before any test runs if a report could not be written at the end."""
+    from .reporting import probe_writable
+
     absolute = os.path.abspath(path)
-    directory = os.path.dirname(absolute) or "."
     if os.path.isdir(absolute):
         raise pytest.UsageError(f"dbguard: {option} {path!r} is a directory; give a file path.")
-    if not os.path.isdir(directory):
-        raise pytest.UsageError(
-            f"dbguard: cannot write {option} {path!r}: directory {directory!r} does not exist."
-        )
-    if not os.access(directory, os.W_OK) or (os.path.exists(absolute)
-                                             and not os.access(absolute, os.W_OK)):
-        raise pytest.UsageError(f"dbguard: cannot write {option} {path!r}: permission denied.")
+    problem = probe_writable(absolute)
+    if problem is not None:
+        raise pytest.UsageError(f"dbguard: cannot write {option} {path!r}: {problem}.")
     return absolute
 
 
@@ -198,7 +203,7 @@ def _non_negative(value: Any, option: str) -> int | None:
 
 def _load_baseline(config: pytest.Config) -> dict[str, Any]:
     """Baseline options, checked before any test runs: a bad file is a UsageError naming it."""
-    path = config.getoption("dbguard_baseline")
+    path, source = paths.path_value(config, "--dbguard-baseline")
     update = bool(config.getoption("dbguard_baseline_update"))
     prune = bool(config.getoption("dbguard_baseline_prune"))
     tolerance_text = config.getoption("dbguard_baseline_tolerance")
@@ -224,7 +229,7 @@ def _load_baseline(config: pytest.Config) -> dict[str, Any]:
                                 "--dbguard-baseline-update; add it or drop the prune flag.")
     absolute = os.path.abspath(path)
     if update:
-        check_writable(path, "--dbguard-baseline")
+        check_writable(path, source)
     loaded: baseline_file.Baseline | None
     if update and not os.path.exists(absolute):
         loaded = baseline_file.Baseline()
@@ -290,19 +295,11 @@ def load_settings(config: pytest.Config, rules: RuleRegistry | None = None) -> S
     rules = rules if rules is not None else builtin_registry()
     enabled = config.getoption("dbguard")
     if enabled is None:
-        enabled = bool(config.getini("dbguard"))
+        enabled = _ini_flag(config, "dbguard")
     actions = _parse_rule_lines(list(config.getini("dbguard_rules")), "ini dbguard_rules", rules)
     actions.update(_parse_rule_lines(list(config.getoption("dbguard_rule")), "--dbguard-rule",
                                      rules))
-    json_path = config.getoption("dbguard_json")
-    if json_path:
-        json_path = check_writable(json_path, "--dbguard-json")
-    reports: dict[str, Any] = {}
-    for key, option in (("md_path", "--dbguard-md"), ("html_path", "--dbguard-html"),
-                        ("sarif_path", "--dbguard-sarif")):
-        value = config.getoption(option[2:].replace("-", "_"))
-        if value:
-            reports[key] = check_writable(value, option)
+    reports, outputs = _report_paths(config)
     threshold = config.getoption("dbguard_nplusone_threshold")
     if threshold is not None and threshold < 2:
         raise pytest.UsageError(
@@ -332,6 +329,9 @@ def load_settings(config: pytest.Config, rules: RuleRegistry | None = None) -> S
     }
     rule_options.update({name: value for name, value in given.items() if value is not None})
     baseline = _load_baseline(config)
+    if baseline.get("baseline_path"):
+        outputs["--dbguard-baseline"] = baseline["baseline_path"]
+    paths.check_distinct(outputs)
     stress = _stress_settings(config)
     if baseline.get("baseline_update") and stress["stress_threads"] is not None:
         # a stressed body runs threads x rounds times: its counts are not the test's
@@ -347,13 +347,32 @@ def load_settings(config: pytest.Config, rules: RuleRegistry | None = None) -> S
         rule_options=rule_options,
         max_queries=_non_negative(config.getoption("dbguard_max_queries"),
                                   "--dbguard-max-queries"),
-        json_path=json_path,
         show_params=bool(config.getoption("dbguard_show_params")),
         rootdir=str(config.rootpath),
         **reports,
         **baseline,
         **stress,
     )
+
+
+def _ini_flag(config: pytest.Config, key: str) -> bool:
+    try:
+        return bool(config.getini(key))
+    except (ValueError, pytest.UsageError) as exc:  # pytest 9 raises UsageError itself
+        raise pytest.UsageError(f"dbguard: ini key {key}: {exc}; write {key} = true or "
+                                f"{key} = false.") from None
+
+
+def _report_paths(config: pytest.Config) -> tuple[dict[str, Any], dict[str, str]]:
+    """Report paths by Settings field, each checked writable; and by option, for clashes."""
+    reports: dict[str, Any] = {}
+    outputs: dict[str, str] = {}
+    for key, option in (("json_path", "--dbguard-json"), ("md_path", "--dbguard-md"),
+                        ("html_path", "--dbguard-html"), ("sarif_path", "--dbguard-sarif")):
+        value, source = paths.path_value(config, option)
+        if value is not None:
+            reports[key] = outputs[source] = check_writable(value, source)
+    return reports, outputs
 
 
 def _stress_settings(config: pytest.Config) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import pytest
 
 from . import config as dbguard_config
 from . import hookspecs, markers
+from .aliases import check_readonly_aliases
+from .paths import check_separate_path_args
 from .runstate import SESSION, SETTINGS, TEST_STATE, current_session, start_session
 
 if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbguard is used
@@ -20,6 +22,8 @@ if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbgua
 
 __all__ = ["SESSION", "SETTINGS", "TEST_STATE", "start_session"]
 _session = current_session
+# a marker that does not fit its signature: the test fails once, in its call phase
+MARKER_ERROR = pytest.StashKey[str]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -47,6 +51,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         # conftest discovery reads that parse, so it must see the path as a path too
         early_config.known_args_namespace = parser.parse_known_args(
             args, namespace=copy.copy(early_config.option))
+    check_separate_path_args(early_config, args)
 
 
 @pytest.hookimpl(trylast=True)
@@ -59,8 +64,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from .xdist import XdistBridge
 
         config.pluginmanager.register(XdistBridge(config), "dbguard-xdist")
+    readonly_checked = check_readonly_aliases(settings.rule_options.get("readonly_aliases", ()))
     if settings.needs_session_now:
-        start_session(config)
+        start_session(config).readonly_checked = readonly_checked
 
 
 def _registered_rules(config: pytest.Config) -> Any:
@@ -120,8 +126,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
         try:
             state = session.begin_test(item)
         except markers.MarkerError as exc:
-            item.stash[TEST_STATE] = None
-            pytest.fail(str(exc), pytrace=False)
+            item.stash[MARKER_ERROR] = str(exc)
     item.stash[TEST_STATE] = state
     if session is None:
         return (yield)
@@ -131,6 +136,9 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    marker_error = item.stash.get(MARKER_ERROR, None)
+    if marker_error is not None:
+        pytest.fail(marker_error, pytrace=False)
     session = _session(item.config)
     if session is None:
         return (yield)
@@ -180,6 +188,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             found = session.judge(state, stage=call.when, excinfo=call.excinfo)
         if call.when == "teardown":
             entry = session.finish_test(item, state)
+            # pytest keeps every item to the end of the run: a state left in its stash would
+            # keep the test's rows, phase records and facts alive for the whole session
+            item.stash[TEST_STATE] = None
             for phase, count in entry["queries"].items():
                 item.user_properties.append((f"dbguard_queries_{phase}", count))
             rules = sorted({f["rule"] for f in entry["findings"] if not f.get("allowed")})
@@ -247,6 +258,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                            and not session.internal_errors):
         return
     verbosity = config.get_verbosity()
+    if config.getoption("dbguard_verbose", False):
+        verbosity = max(verbosity, 1)
     lines = session.terminal_lines(verbosity)
     if verbosity < 0:
         terminalreporter.write_line(lines[0])
@@ -256,6 +269,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
     for error in session.internal_errors:
         terminalreporter.write_line(f"INTERNAL ERROR in pytest-dbguard: {error}", red=True)
+    for error in session.run.report_errors:
+        terminalreporter.write_line(f"ERROR {error}", red=True)
 
 
 @pytest.hookimpl(trylast=True)
@@ -269,11 +284,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         dbguard.internal_errors.append(traceback.format_exc())
     if hasattr(session.config, "workerinput"):
         return  # xdist worker: the controller writes the reports
-    if exitstatus == pytest.ExitCode.INTERRUPTED:
-        return  # an interrupted run writes no half report
+    # Ctrl-C: the reports say so, and the baseline is left as it was
+    dbguard.run.interrupted = interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     try:
         dbguard.write_reports()
     except Exception:
         dbguard.internal_errors.append(traceback.format_exc())
+    if interrupted:
+        return
+    if dbguard.run.report_errors and session.exitstatus in (pytest.ExitCode.OK,
+                                                        pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # README: a plugin failure is 3
     if dbguard.internal_errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

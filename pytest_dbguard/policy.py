@@ -53,6 +53,27 @@ def test_actions(registry: RuleRegistry, settings: Settings,
     return {spec.id: action_for(spec, settings, facts) for spec in registry}
 
 
+class ActionTable:
+    """test_actions worked out once per distinct TestFacts of the run, not once per test.
+
+    The actions depend only on the registry, the settings (both fixed for the run) and the
+    facts, and a run has a handful of distinct facts (most tests carry no rule marker), so the
+    start of a test is one dict lookup and a copy instead of a pass over every rule.
+    """
+
+    def __init__(self, registry: RuleRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._known: dict[TestFacts, dict[str, str]] = {}
+
+    def for_test(self, facts: TestFacts = RUN_WIDE) -> dict[str, str]:
+        actions = self._known.get(facts)
+        if actions is None:
+            actions = self._known[facts] = test_actions(self.registry, self.settings, facts)
+        # a copy: a test's state owns its actions
+        return dict(actions)
+
+
 def probes_needed(registry: RuleRegistry, settings: Settings) -> frozenset[str]:
     """The recording the run's active rules read: nothing for a rule that is off."""
     needed: set[str] = set()

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .reporting.entries import ReportEntry, RunResults
+from .stress.scope import StressLedger
+
+INTERRUPTED_NOTE = ("the run was interrupted (Ctrl-C): the reports cover the tests that ran "
+                    "before it")
+BASELINE_KEPT_NOTE = "the baseline file was not updated because the run was interrupted"
 
 if TYPE_CHECKING:
     import pytest
@@ -33,10 +38,17 @@ class RunCollector:
         self.crashed_workers: list[str] = []
         self._results: RunResults | None = None
         self._new_baseline: baseline_file.Baseline | None = None
+        self.stress_ledger = StressLedger()
+        # set by pytest_sessionfinish before anything reads results(): Ctrl-C ended the run
+        self.interrupted = False
+        self.report_errors: list[str] = []  # one sentence per end-of-run file not written
 
     @property
     def records_every_test(self) -> bool:
-        return self.settings.enabled or self.settings.baseline is not None
+        settings = self.settings
+        # --dbguard-stress-scope=all stresses tests that carry no dbguard marker at all
+        return (settings.enabled or settings.baseline is not None
+                or (settings.stress and settings.stress_scope == "all"))
 
     def collect_report(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
@@ -69,6 +81,7 @@ class RunCollector:
             "internal_errors": list(self.internal_errors),
             "notes": list(self.notes),
             "sql": self.seen_sql(),
+            "stress": self.stress_ledger.payload(),
         }
 
     def merge_worker(self, worker: str, payload: dict[str, Any] | None,
@@ -84,6 +97,7 @@ class RunCollector:
             if note not in self.notes:
                 self.notes.append(note)
         self.sql.update(payload.get("sql", {}))
+        self.stress_ledger.merge(payload.get("stress"))
 
     def seen_sql(self) -> dict[str, str]:
         sql = dict(self.sql)
@@ -96,7 +110,8 @@ class RunCollector:
     def finished_entries(self) -> list[ReportEntry]:
         entries = []
         for nodeid, entry in self.entries.items():
-            entry = ReportEntry(**entry)
+            # in place, not copied: the run is over, and a copy of every entry would double
+            # what dbguard keeps for a large suite
             entry["outcome"] = self.outcomes.get(nodeid, "passed")
             entries.append(entry)
         return entries
@@ -105,71 +120,63 @@ class RunCollector:
         """The merged run, computed once the run is over (writers and the terminal share it)."""
         if self._results is not None:
             return self._results
-        from . import baseline as baseline_file
+        from .reporting import run
 
         settings = self.settings
         entries = sorted(self.finished_entries(), key=lambda e: e["nodeid"])
         results = RunResults(entries=entries, shared_fixture_queries=self.shared_fixture_queries,
                              sql=self.seen_sql(), crashed_workers=list(self.crashed_workers),
-                             notes=list(self.notes),
+                             session_notes=list(self.notes), meta=run.run_meta(settings),
                              rules={spec.id: (spec.default_action, spec.summary)
                                     for spec in settings.rules})
         if self.records_every_test and self.entries:
             results.missing_records = sorted(n for n in self.outcomes if n not in self.entries)
-        if settings.baseline is not None:
-            if settings.baseline_update:
-                self._new_baseline, results.baseline_update = baseline_file.updated(
-                    settings.baseline, entries, results.sql, self.selected,
-                    settings.baseline_prune)
-            else:
-                assert settings.baseline_tolerance is not None
-                results.comparison = baseline_file.compare(settings.baseline, entries,
-                                                           settings.baseline_tolerance)
-        results.notes.extend(self._run_notes(results))
+        if self.settings.stress:
+            # which tests stress mode stressed, and why it left the others
+            results.session_notes.extend(self.stress_ledger.lines(settings.stress_scope))
+        request = None
+        # Ctrl-C: the reports say so, and a baseline update is not even computed
+        keep_baseline = self.interrupted and settings.baseline_update
+        if settings.baseline is not None and not keep_baseline:
+            assert settings.baseline_path is not None and settings.baseline_tolerance is not None
+            request = run.BaselineRequest(
+                settings.baseline_path, settings.baseline, settings.baseline_tolerance,
+                update=settings.baseline_update, prune=settings.baseline_prune,
+                selected=self.selected)
+        # baseline verdict and the run's notes: the code `dbguard report` finishes shards with
+        self._new_baseline = run.conclude(results, request)
+        if self.interrupted:
+            results.interrupted = True
+            results.notes.insert(0, INTERRUPTED_NOTE)
+            if keep_baseline:
+                results.notes.append(BASELINE_KEPT_NOTE)
         self._results = results
         return results
 
-    def write_baseline(self) -> None:
-        """The updated baseline file, when this run updates one (after every report)."""
-        settings = self.settings
-        if settings.baseline is not None and settings.baseline_update:
-            from . import baseline as baseline_file
+    def write_outputs(self) -> None:
+        """Every requested report, each on its own, then the updated baseline (only when every
+        report was written); a failed write is one sentence in report_errors."""
+        from .reporting import write_one, write_requested
 
-            assert settings.baseline_path is not None and self._new_baseline is not None
-            baseline_file.write(settings.baseline_path, self._new_baseline)
+        results = self.results()
+        self.report_errors.extend(write_requested(self.settings, results))
+        if self._new_baseline is None:  # no update asked for, or an interrupted run
+            return
+        from . import baseline as baseline_file
 
-    def _run_notes(self, results: RunResults) -> list[str]:
-        notes = []
-        if results.crashed_workers:
-            notes.append("xdist workers crashed: " + "; ".join(results.crashed_workers))
-        if results.missing_records:
-            shown = ", ".join(results.missing_records[:10])
-            more = len(results.missing_records) - 10
-            notes.append(f"no dbguard record for {len(results.missing_records)} tests (worker "
-                         f"crash or internal error): {shown}" + (f" and {more} more"
-                                                                 if more > 0 else ""))
-        comparison = results.comparison
-        if comparison is not None:
-            notes.append(
-                f"baseline {self.settings.baseline_path}: {len(comparison.regressions)} "
-                f"regressions"
-                + (f" ({len(comparison.allowed)} more allowed)" if comparison.allowed else "")
-                + f", {len(comparison.within_tolerance)} within tolerance "
-                f"{comparison.tolerance}, {len(comparison.improvements)} improved, "
-                f"{len(comparison.new_tests)} new tests not in the baseline")
-            if comparison.improvements:
-                notes.append("tests now run fewer queries than the baseline: lock the gain in "
-                             "with --dbguard-baseline-update")
-        update = results.baseline_update
-        if update is not None:
-            notes.append(
-                f"baseline {self.settings.baseline_path} updated: {len(update.added)} added, "
-                f"{len(update.changed)} changed, {len(update.pruned)} pruned")
-            if update.not_updated:
-                notes.append(f"{len(update.not_updated)} tests kept their old baseline entry "
-                             f"because their body did not run to the end (skipped, failed "
-                             f"with an exception, errored)")
-        return notes
+        path, new_baseline = self.settings.baseline_path, self._new_baseline
+        assert path is not None
+        if self.report_errors:
+            error: str | None = (f"dbguard: the baseline {path!r} was not updated because a "
+                                 f"report could not be written; fix the report path and run "
+                                 f"again.")
+        else:
+            error = write_one("baseline", path, lambda: baseline_file.write(path, new_baseline))
+        if error:
+            self.report_errors.append(error)
+            # the summary must not claim an update that did not happen
+            results.notes[:] = [n for n in results.notes
+                                if not n.startswith(f"baseline {path} updated")]
 
 
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}

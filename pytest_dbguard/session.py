@@ -8,6 +8,7 @@ run's merged results are results.py, and the `dbguard` fixture is fixture.py.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -15,20 +16,23 @@ from typing import Any
 
 import pytest
 
-from . import markers, policy
+from . import aliases, markers, policy
 from .backends import for_vendor
 from .config import Settings
 from .events import Finding, TestRecord
 from .facts import CALL_ERROR, CallError
 from .recording.assembly import DJANGO_NOT_CONFIGURED, Recording, django_ready
 from .recording.recorder import Hub, TestRecorder
-from .reporting import terminal, write_requested
+from .recording.restore import FACT as RESTORED_FACT
+from .recording.restore import mention_restore, restore_after_call
+from .reporting import terminal
 from .reporting.entries import ReportEntry, RunResults, test_entry
 from .results import RunCollector
 from .rules import TestContext, evaluate
 from .rules.budget import Budget
 from .rules.shape import QueryTimeout
 from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
+from .stress.scope import unstressed_reason
 
 # pytest-django fixtures that give a test real commits, visible to other connections.
 TRANSACTIONAL_FIXTURES = frozenset({"transactional_db", "live_server", "django_db_reset_sequences",
@@ -56,6 +60,8 @@ class TestState:
     record: TestRecord | None = None
     call_completed: bool = False
     stress: StressPlan | None = None
+    body_code: Any = None  # the test function's code: its top-level calls are units of work
+    unittest_item: Any = None  # weakref to a unittest item: its setUp/tearDown are not the body
 
 
 class DbguardSession:
@@ -71,12 +77,17 @@ class DbguardSession:
         self._django_missing_noted = False
         self._stress_vendor_noted = False
         self._shared_teardowns: dict[int, ExitStack] = {}
+        # each rule's action worked out once per distinct set of facts, not per test
+        self._actions = policy.ActionTable(settings.rules, settings)
         self._rule_markers = policy.rule_markers(settings.rules)
+        self.readonly_checked = False  # --dbguard-readonly-alias checked against DATABASES
+        # rules after whose finding the test's connections are put back for the next test
+        self._restoring = frozenset(s.id for s in settings.rules if s.restores_connection)
 
     # -- deciding what to record ----------------------------------------------------------
     @property
     def records_every_test(self) -> bool:
-        return self.settings.enabled or self.settings.baseline is not None
+        return self.run.records_every_test
 
     def wants_recording(self, item: pytest.Item) -> bool:
         if self.records_every_test:
@@ -106,6 +117,7 @@ class DbguardSession:
         """Undo what recording installed (psycopg wrappers) and close the plugin's connections."""
         if self.recording is not None:
             self.recording.close()
+
     def begin_test(self, item: pytest.Item) -> TestState | None:
         """Parse markers and start recording; MarkerError and Django problems fail the test."""
         if not self.wants_recording(item):
@@ -116,7 +128,9 @@ class DbguardSession:
             timeout = QueryTimeout(self.settings.query_timeout_ms,
                                    source="--dbguard-query-timeout-ms")
         allowed = markers.allowed_rules(item, self.settings.rules.specs)
-        plan = self.stress_plan(item, markers.closest(item, "stress"))
+        # the stress marker is only parsed when the run stresses anything
+        plan = (self.stress_plan(item, markers.closest(item, "stress"))
+                if self.settings.stress else None)
         hub = self.ensure_hub()
         if hub is None:
             needs_django = (budget is not None or timeout is not None or plan is not None
@@ -128,15 +142,20 @@ class DbguardSession:
                                   "(configure pytest-django to use dbguard).")
                 self._django_missing_noted = True
             return None
+        aliases.check_marker_aliases(budget, timeout)
+        if not self.readonly_checked:
+            self.readonly_checked = True  # one failure, not one per test
+            aliases.check_readonly_in_test(self.settings.rule_options.get("readonly_aliases"))
         facts = policy.TestFacts(
             markers=frozenset(name for name in self._rule_markers
                               if item.get_closest_marker(name) is not None),
             stressed=plan is not None)
-        actions = policy.test_actions(self.settings.rules, self.settings, facts)
+        actions = self._actions.for_test(facts)
         options: dict[str, Any] = dict(self.settings.rule_options)
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
             options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
+            options["known_findings"] = frozenset((options["baseline"] or {}).get("findings", ()))
             options["baseline_tolerance"] = self.settings.baseline_tolerance
         context = TestContext(
             nodeid=item.nodeid,
@@ -147,6 +166,10 @@ class DbguardSession:
         state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
                           timeout=timeout)
         state.stress = plan
+        if _is_unittest(item):
+            state.unittest_item = weakref.ref(item)
+        if plan is None and self.recording is not None:
+            state.body_code = self.recording.body_code(getattr(item, "obj", None))
         return state
 
     # -- stress mode ------------------------------------------------------------------------
@@ -157,7 +180,13 @@ class DbguardSession:
             return None
         transactional = _transactional(item)
         if spec is None:
-            if settings.stress_scope != "all" or not transactional:
+            if settings.stress_scope != "all":
+                return None
+            reason = unstressed_reason(item, transactional)
+            if reason is not None:
+                self.run.stress_ledger.left[item.nodeid] = reason
+                return None
+            if not transactional:
                 return None
             spec = StressSpec(DEFAULT_THREADS, DEFAULT_ROUNDS, DEFAULT_TIMEOUT_S)
         if _is_unittest(item):
@@ -167,6 +196,7 @@ class DbguardSession:
                 "function with @pytest.mark.django_db(transaction=True).")
         if transactional is False:
             raise markers.MarkerError(STRESS_NEEDS_COMMITS)
+        self.run.stress_ledger.stressed.append(item.nodeid)
         return StressPlan(
             threads=settings.stress_threads or spec.threads,
             rounds=spec.rounds,
@@ -228,13 +258,30 @@ class DbguardSession:
                 assert self.recording is not None
                 timeouts = self.recording.query_timeouts()
                 timeouts.start(state.recorder, state.timeout.ms, state.timeout.using)
-            yield
+            if name == "call" and self.recording is not None:
+                case = state.unittest_item() if state.unittest_item is not None else None
+                with self.recording.watching_call(state.recorder, state.body_code,
+                                                  getattr(case, "instance", None)):
+                    yield
+            else:
+                yield
         finally:
             try:
                 if timeouts is not None:
                     timeouts.stop()
             finally:
                 state.recorder.stop_phase()
+                if name == "call":
+                    self._restore_connections(state)
+
+    def _restore_connections(self, state: TestState) -> None:
+        """Undo an open transaction the test body left, once its state is recorded."""
+        assert state.recorder is not None
+        try:
+            restore_after_call(state.recorder.facts, state.actions, self._restoring)
+        except Exception as exc:
+            self.internal_errors.append(f"{state.context.nodeid}: restoring its connections "
+                                        f"failed: {type(exc).__name__}: {exc}")
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
@@ -248,6 +295,8 @@ class DbguardSession:
         """A session/module fixture starts its teardown: charge its queries to the session."""
         if self.hub is None:
             return
+        if self.recording is not None:
+            self.recording.before_shared_teardown()
         stack = ExitStack()
         stack.enter_context(self.hub.shared_fixture())
         self._shared_teardowns[key] = stack
@@ -268,6 +317,8 @@ class DbguardSession:
         state.record = record
         found = evaluate(record, state.context, state.actions, state.allowed, stage=stage,
                          registry=self.settings.rules)
+        found = mention_restore(found, state.recorder.facts.get(RESTORED_FACT) or [],
+                                self._restoring)
         state.findings.extend(found)
         return found
 
@@ -278,7 +329,8 @@ class DbguardSession:
         path, line = item.location[0], item.location[1]
         entry = test_entry(record, state.findings, duration_ms,
                            call_completed=state.call_completed,
-                           location=(path.replace("\\", "/"), (line or 0) + 1))
+                           location=(path.replace("\\", "/"), (line or 0) + 1),
+                           allowed=state.allowed)
         if self.hub is not None:
             self.hub.finish_test()
         if self.recording is not None:
@@ -315,9 +367,8 @@ class DbguardSession:
         return terminal.summary_lines(self.results(), verbosity)
 
     def write_reports(self) -> None:
-        """Write every requested report; the baseline last, so a failing writer leaves it."""
-        write_requested(self.settings, self.results())
-        self.run.write_baseline()
+        """Every requested report, each on its own, then the baseline (results.py)."""
+        self.run.write_outputs()
 
 def _transactional(item: pytest.Item) -> bool | None:
     """True: real commits (transaction=True); False: pytest-django's wrapping transaction;

@@ -114,7 +114,7 @@ def test_bad_allow_markers(djproject, marker, message):
             pass
     ''')
     result = djproject.run()
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(failed=1)
     assert message in result.stdout.str()
 
 

@@ -1,4 +1,4 @@
-"""A project's own rule from conftest.py (the README example): configured and reported like ours."""
+"""A project's own rule from conftest.py (the documented example), configured like ours."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# The README's example, word for word.
+# The documentation's example (docs/custom-rules.md), word for word.
 CONFTEST = '''
 def no_count_star(test):
     """COUNT(*) queries in the test body: use .exists() when presence is all that matters."""
@@ -132,7 +132,7 @@ def test_a_custom_check_that_raises_is_that_rules_finding_not_an_internal_error(
 
 
 @pytest.mark.unit
-def test_the_readme_example_is_the_one_tested_here():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    example = readme.split("```python\n# conftest.py\n", 1)[1].split("```", 1)[0]
+def test_the_documented_example_is_the_one_tested_here():
+    page = (Path(__file__).parent.parent / "docs" / "custom-rules.md").read_text()
+    example = page.split("```python\n# conftest.py\n", 1)[1].split("```", 1)[0]
     assert example.strip() == CONFTEST.strip()

@@ -7,6 +7,7 @@ import pytest
 from pytest_dbguard.recording.fingerprint import make_shape, short_sql
 from pytest_dbguard.rules.lifecycle import HINT_ASYNC, HINT_OPEN_TX, HINT_SWALLOWED
 from tests.lifecycle_support import line_of, run_json
+from tests.test_restore import RESTORED
 
 # the shape the fingerprinter gives the raw INSERT of register_raw()
 RAW_INSERT = short_sql(
@@ -163,7 +164,7 @@ def test_transactions(djproject, backend):
         "message": "1 connection was left inside a transaction",
         "lines": ["Django connection 'default' of the test thread: atomic depth is 1 at the "
                   "end of the test body, 0 when it began: an atomic block was entered and "
-                  "never exited"],
+                  "never exited", RESTORED],
         "hint": HINT_OPEN_TX,
     }]
     assert findings["test_autocommit_left_off"] == [{
@@ -171,7 +172,8 @@ def test_transactions(djproject, backend):
         "phase": "teardown",
         "message": "1 connection was left inside a transaction",
         "lines": ["Django connection 'default' of the test thread: autocommit is off at the "
-                  "end of the test body: transaction.set_autocommit(False) was never undone"],
+                  "end of the test body: transaction.set_autocommit(False) was never undone",
+                  RESTORED],
         "hint": HINT_OPEN_TX,
     }]
     for near_miss in ("test_savepoint_in_service", "test_constraint_asserted_by_test",

@@ -32,8 +32,23 @@ def test_json_report_shape(djproject, backend):
     result = djproject.run("--dbguard", "--dbguard-json", str(path))
     result.assert_outcomes(passed=1, failed=1)
     document = json.loads(path.read_text())
-    assert list(document) == ["schema", "summary", "tests"]
+    assert list(document) == ["schema", "plugin_version", "settings", "rules", "summary",
+                              "notes", "crashed_workers", "sql", "tests"]
     assert document["schema"] == "pytest-dbguard/1"
+    # what `dbguard combine` checks shards agree on, and `dbguard report` renders from
+    assert document["settings"]["enabled"] is True and document["settings"]["baseline"] is None
+    assert (document["notes"], document["crashed_workers"]) == ([], [])
+    # the run's rules in registry order, with their defaults: what `dbguard report` lists
+    rules = document["rules"]
+    assert list(rules)[:3] == ["budget", "escaped-write", "connection-leak"] and len(rules) == 20
+    assert rules["nplusone-loop"] == {"default": "warn",
+                                      "summary": "one query shape repeated from one call site "
+                                                 "in a loop"}
+    call_ids = {fp_id for test in document["tests"] for fp_id in test["call_fingerprints"]}
+    assert len(call_ids) == 3 and call_ids <= set(document["sql"])
+    assert list(document["sql"]) == sorted(document["sql"])
+    assert document["sql"][next(fp["id"] for fp in document["tests"][0]["top_fingerprints"])] \
+        == document["tests"][0]["top_fingerprints"][0]["sql"]
     summary = document["summary"]
     assert summary["tests"] == 2
     assert summary["queries"]["call"] == 3
@@ -53,6 +68,8 @@ def test_json_report_shape(djproject, backend):
     assert finding["evidence"]["count"] == 2 and finding["evidence"]["budget"] == 1
     sites = sorted(fp["call_sites"][0]["site"] for fp in over["top_fingerprints"])
     assert sites == ["shop/views.py:10", "test_shop.py:11"]
+    assert sorted(s[0]["site"] for s in over["call_fingerprint_sites"].values()) == sites
+    assert over["allowed_rules"] == {}
     # parameters are redacted by default: no example SQL with values
     assert all(fp["examples"] == [] for fp in over["top_fingerprints"])
     assert "Le Guin" not in path.read_text()
@@ -124,7 +141,7 @@ def test_internal_error_is_reported_as_the_plugins(djproject):
     assert "RuntimeError: boom in a rule" in result.stdout.str()
 
 
-def test_interrupted_run_writes_no_report(djproject):
+def test_interrupted_run_writes_a_marked_report(djproject):
     djproject.write_test('''
         import pytest
         from shop.models import Author
@@ -140,5 +157,7 @@ def test_interrupted_run_writes_no_report(djproject):
     path.write_text('{"previous": "report"}\n')
     result = djproject.run("--dbguard", "--dbguard-json", str(path))
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    assert path.read_text() == '{"previous": "report"}\n'
+    document = json.loads(path.read_text())
+    assert document["interrupted"] is True
+    assert [t["nodeid"] for t in document["tests"]] == ["test_shop.py::test_first"]
     assert [p.name for p in djproject.path.glob(".dbguard-*")] == []

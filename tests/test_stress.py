@@ -130,7 +130,7 @@ def test_timeout_text():
 def test_marker_misuse_gets_a_message_with_the_signature(djproject):
     djproject.write_test(USAGE)
     result = djproject.run("--dbguard-stress", "-p", "no:randomly")
-    result.assert_outcomes(errors=4)
+    result.assert_outcomes(failed=4)
     out = result.stdout.str()
     assert ("@pytest.mark.stress needs real commits, but this test runs inside pytest-django's "
             "wrapping transaction (the `db` fixture or @pytest.mark.django_db), which the other "

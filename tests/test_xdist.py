@@ -120,7 +120,12 @@ def test_reports_with_two_workers_equal_a_single_process_run(djproject, backend)
         "budget", "duplicate", "nplusone", "regression"]
 
     md0, md2 = ((path / f"n{w}.md").read_text() for w in ("0", "2"))
-    assert md2.replace(str(shared2), "S") == md0.replace(str(shared0), "S")
+    # only the shared-fixture total may differ (a plain replace of the number also hit the
+    # pytest-NN of the temporary path named in the baseline note when the two collided)
+    shared_line = "Queries in session/module-scoped fixtures (not charged to tests): {}."
+    assert shared_line.format(shared0) in md0 and shared_line.format(shared2) in md2
+    assert md2.replace(shared_line.format(shared2), "S") == md0.replace(
+        shared_line.format(shared0), "S")
     assert "| `test_b.py::test_grows` | 2 | 4 | +2 |" in md0
 
 

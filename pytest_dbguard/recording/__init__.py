@@ -9,3 +9,5 @@ PROBE_PSYCOPG = "psycopg"  # raw psycopg connections and pool checkouts
 PROBE_CENSUS = "census"  # the server's view of the test's backends
 PROBE_COMMITS = "commits"  # commits and rollbacks of Django connections, the test's own ones
 PROBE_LOCKS = "locks"  # PostgreSQL lock waits while a test has several connections open
+PROBE_LOAD_GROUPS = "load-groups"  # which multi-row query loaded each model instance
+PROBE_BODY_UNITS = "body-units"  # each top-level call of the test body is its own unit of work

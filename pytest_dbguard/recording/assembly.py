@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import CodeType
 from typing import Any
 
 from . import (
+    PROBE_BODY_UNITS,
     PROBE_CENSUS,
     PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
+    PROBE_LOAD_GROUPS,
     PROBE_LOCKS,
     PROBE_PARAM_KEYS,
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,
 )
-from .recorder import Hub
+from .recorder import Hub, TestRecorder
 
 DJANGO_NOT_CONFIGURED = (
     "dbguard needs Django: configure pytest-django (DJANGO_SETTINGS_MODULE in pytest.ini or "
@@ -40,9 +44,10 @@ def django_ready() -> bool:
 class Recording:
     """The run's hub with exactly the probes its active rules read, and how to undo them."""
 
-    def __init__(self, hub: Hub, taps: Any) -> None:
+    def __init__(self, hub: Hub, taps: Any, probes: frozenset[str] = frozenset()) -> None:
         self.hub = hub
         self.taps = taps
+        self.probes = probes
         self._closers: list[Callable[[], None]] = []
         self._timeouts: Any = None
 
@@ -63,7 +68,11 @@ class Recording:
             hub.explain_capture = probe.capture
         taps = DjangoTaps(hub)
         taps.install()
-        recording = cls(hub, taps)
+        recording = cls(hub, taps, probes)
+        if PROBE_LOAD_GROUPS in probes:
+            from . import loads
+
+            recording._closers.append(loads.install(hub))
         if PROBE_COMMITS in probes:
             from .commits import CommitProbe
 
@@ -112,6 +121,43 @@ class Recording:
 
             self._timeouts = QueryTimeouts(self.hub)
         return self._timeouts
+
+    # -- one test ---------------------------------------------------------------------------
+    def body_code(self, test_function: Any) -> CodeType | None:
+        """The test function's code when its top-level calls are to be units of work."""
+        if PROBE_BODY_UNITS not in self.probes:
+            return None
+        from .bodysteps import test_code
+
+        return test_code(test_function)
+
+    @contextmanager
+    def watching_call(self, recorder: TestRecorder, body_code: CodeType | None,
+                      unittest_case: Any) -> Iterator[None]:
+        """The call phase: a TestCase's setUp/tearDown charged to their phases, and each
+        top-level call of the test body its own unit of work."""
+        if unittest_case is not None:
+            from .unitphases import charge_unittest_phases
+
+            charge_unittest_phases(unittest_case, recorder)
+        if body_code is None:
+            yield
+            return
+        from .bodysteps import watching
+
+        with watching(self.hub, body_code):
+            yield
+
+    def before_shared_teardown(self) -> None:
+        """The test's own fixtures are gone and a shared one (pytest-django's test database)
+        is next: probes judge and close the test's leaks while the database still exists."""
+        recorder = self.hub.recorder
+        if recorder is None or recorder.current_phase != "teardown":
+            return
+        for probe in self.hub.probes:
+            before = getattr(probe, "before_shared_teardown", None)
+            if before is not None:
+                before(recorder)
 
     def after_test(self) -> None:
         if self._timeouts is not None:

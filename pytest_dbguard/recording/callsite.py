@@ -27,6 +27,8 @@ IN_DELETE = 9  # the deletion collector (cascades)
 IN_REFRESH = 10  # Model.refresh_from_db
 IN_TEMPLATE = 11  # django.template.base.Template.render
 IN_CONTEXT_PROCESSORS = 12  # RequestContext.bind_template runs the context processors
+# Django's test machinery: the test transaction's savepoints, flush, sequence resets, loaddata
+IN_HARNESS = 13
 # where the extended walk (templates, cascades) stops: pytest calling the test function. Below
 # MARK so that the tap's own walk treats it as any internal frame.
 WALK_END = -1
@@ -132,12 +134,23 @@ class FrameClassifier:
                 return IN_TEMPLATE
         elif relative == "template/context.py" and qualname == "RequestContext.bind_template":
             return IN_CONTEXT_PROCESSORS
+        elif relative == "test/testcases.py":
+            if name.startswith("_") or name in ("setUpClass", "tearDownClass"):
+                return IN_HARNESS
+        elif relative in ("core/management/commands/flush.py",
+                          "core/management/commands/loaddata.py"):
+            return IN_HARNESS
         return INTERNAL
 
     # -- what Django was doing around a query ------------------------------------------------
     def resolve_context(self, marks: list[FrameType] | None, user: FrameType | None,
                         watch_templates: bool) -> int:
-        """Index into catalog.contexts for a query whose walk met `marks` (innermost first).
+        """Index into catalog.contexts for a query whose walk met `marks` (innermost first)."""
+        return self.resolve(marks, user, watch_templates)[0]
+
+    def resolve(self, marks: list[FrameType] | None, user: FrameType | None,
+                watch_templates: bool) -> tuple[int, int]:
+        """(context index, load group of the instance whose relation loaded) for a query.
 
         Runs only for queries that passed ORM or template frames, never for plain cursor SQL.
         When a relation is found (or templates are watched) the walk goes on past the call
@@ -167,10 +180,15 @@ class FrameClassifier:
         relation = None
         operation = "fetch"
         bypassed = False
+        instance = None
         if descriptor is not None:
             relation = self._descriptor_relation(descriptor)
+            instance = descriptor.f_locals.get("instance")
         elif qs_frame is not None and IN_REFRESH not in vetoes:
             relation, bypassed = self._manager_relation(qs_frame)
+            if relation is not None:
+                hints = getattr(qs_frame.f_locals.get("self"), "_hints", None)
+                instance = hints.get("instance") if hints else None
             operation = _QS_OPERATIONS.get(qs_frame.f_code.co_name, "fetch")
         if (relation is not None or watch_templates) and user is not None:
             # the rest of the stack: a cascade, a prefetch or a template further out
@@ -194,8 +212,8 @@ class FrameClassifier:
                 depth += 1
             del outer
         suppressed = None
-        for kind, label in ((IN_DELETE, "delete"), (IN_PREFETCH, "prefetch"),
-                            (IN_REFRESH, "refresh")):
+        for kind, label in ((IN_HARNESS, "harness"), (IN_DELETE, "delete"),
+                            (IN_PREFETCH, "prefetch"), (IN_REFRESH, "refresh")):
             if kind in vetoes:
                 suppressed = label
                 break
@@ -215,7 +233,10 @@ class FrameClassifier:
             if via in ("context-processor", "tag") and user is not None:
                 function = user.f_code.co_name
         if relation is None and template is None and suppressed is None:
-            return 0
+            return 0, 0
+        load = 0
+        if relation is not None and instance is not None:
+            load = getattr(getattr(instance, "_state", None), "dbguard_load", 0)
         context = QueryContext(relation=relation, operation=operation,
                                bypassed_prefetch=bypassed, template=template,
                                template_via=via, template_function=function,
@@ -225,7 +246,7 @@ class FrameClassifier:
             if found is None:
                 found = self.catalog.add(self.catalog.contexts, context)
                 self._context_index[context] = found
-        return found
+        return found, load
 
     def _descriptor_relation(self, frame: FrameType) -> Relation | None:
         local = frame.f_locals

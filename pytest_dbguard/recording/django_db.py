@@ -69,7 +69,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
     classifier = hub.classifier
     kinds = classifier.kinds
     site_index = classifier.site_index
-    resolve_context = classifier.resolve_context
+    resolve_context = classifier.resolve
     fingerprinter = hub.fingerprinter
     by_sql = fingerprinter.by_sql
     # Decided once per connection from the session's rules, so that a rule that is off costs
@@ -121,11 +121,17 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 site = by_offset.get(frame.f_lasti) if by_offset is not None else None
                 if site is None:
                     site = classifier.add_site(frame)
+            load = 0
             if marks is not None or watch_templates:
-                query_context = resolve_context(marks, user, watch_templates)
+                query_context, load = resolve_context(marks, user, watch_templates)
                 marks = None
             else:
                 query_context = 0
+            unit = hub.unit
+            if not unit:
+                body = hub.body
+                if body is not None:
+                    unit = body.unit_for(user, _getframe(1), query_context)
             del frame, fallback, user
             shape = by_sql.get(sql)
             if shape is None:
@@ -149,7 +155,11 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 flags |= FLAG_FOREIGN_THREAD
                 extra = extra or {}
                 extra["thread"] = threading.current_thread().name
-            row = (shape, site, query_context, conn_index, hub.unit, flags, duration, extra)
+            if load:
+                # the instance whose relation loaded came with others from one query
+                extra = extra or {}
+                extra["load"] = load
+            row = (shape, site, query_context, conn_index, unit, flags, duration, extra)
             rows.append(row)
             if explain_capture is not None and failure is None and not many:
                 explain_capture(shape, sql, params, context["connection"], site)

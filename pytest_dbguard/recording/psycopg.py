@@ -9,6 +9,7 @@ pool is tracked instead) and by the plugin itself (the census) are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -99,6 +100,9 @@ class PsycopgProbe:
         # backend pids of connections psycopg-pool opened: the census knows whose they are
         self.pool_pids: set[int] = set()
         self._test: dict[str, list[dict[str, Any]]] = {}
+        # the test judged early (see before_shared_teardown) and what was found then
+        self._frozen: TestRecorder | None = None
+        self._frozen_facts: Any = None
         self._skip_dirs: tuple[str, ...] = (_PLUGIN_DIR,)
         # one bound method for every watched connection (raw_statements caches by it)
         self.note_statement = self._note_statement
@@ -348,6 +352,20 @@ class PsycopgProbe:
                                                  statements=_statements(self._statements))
         if phase != "teardown":
             return
+        if self._frozen is recorder:
+            recorder.facts[self.name] = self._frozen_facts
+            self._frozen = None
+            return
+        self._freeze(recorder)
+
+    def before_shared_teardown(self, recorder: TestRecorder) -> None:
+        """Judge and close the test's leaks before a shared fixture (the test database) goes."""
+        if self._frozen is recorder or recorder.current_phase != "teardown":
+            return
+        self._freeze(recorder)
+        self._frozen, self._frozen_facts = recorder, recorder.facts[self.name]
+
+    def _freeze(self, recorder: TestRecorder) -> None:
         self.ensure_installed()
         test, self._test = self._test, {}
         connections: list[RawConnection] = []
@@ -387,6 +405,34 @@ class PsycopgProbe:
             statements=_statements(self._statements),
         )
         self._statements = {}
+        close_leaked(test)
+
+
+def close_leaked(test: dict[str, Any]) -> None:
+    """Close what the test left open once the facts about it are frozen (best effort).
+
+    The connection-leak finding is already decided by then; closing lets pytest-django drop
+    the test database, and a later test that leaks again is reported on its own.
+    """
+    for checkout in test.get("checkouts", ()):
+        conn, pool = checkout["conn_ref"](), checkout["pool_ref"]()
+        if checkout["shared"] or checkout["returned"] or conn is None or conn.closed:
+            continue
+        with contextlib.suppress(Exception):
+            if pool is not None and not pool.closed:
+                pool.putconn(conn)
+            else:
+                conn.close()
+    for entry in test.get("connections", ()):
+        conn = entry["ref"]()
+        if not entry["shared"] and conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                conn.close()
+    for pool_entry in test.get("pools", ()):
+        pool = pool_entry["ref"]()
+        if pool is not None and not pool.closed:
+            with contextlib.suppress(Exception):
+                pool.close(timeout=1.0)
 
 
 def _statements(seen: dict[tuple[str, str, str | None, str, bool], int]

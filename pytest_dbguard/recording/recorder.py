@@ -57,6 +57,8 @@ class Hub:
         self.unit = 0
         self._unit_seq = 0
         self.unit_labels: dict[int, str] = {}
+        # the test body's units while the call phase runs (recording.bodysteps.BodySteps)
+        self.body: Any = None
         self.recorder: TestRecorder | None = None
         self.shared_rows: list[QueryRow] = []
         self.shared_query_count = 0
@@ -79,6 +81,12 @@ class Hub:
 
     def end_unit(self) -> None:
         self.unit = 0
+
+    def new_unit(self) -> int:
+        """A fresh unit number without a label: one call of the test body."""
+        with self._lock:
+            self._unit_seq += 1
+            return self._unit_seq
 
     # -- tests ---------------------------------------------------------------------------
     def start_test(self, nodeid: str) -> TestRecorder:
@@ -134,12 +142,33 @@ class TestRecorder:
         self.peak_connections = 0
         self.vendors: set[str] = set()
         self.facts: dict[str, Any] = {}
+        # phases that got rows after their record was built (see charged_to)
+        self._rebuild: set[str] = set()
 
     def start_phase(self, phase: str) -> None:
-        rows: list[QueryRow] = []
-        self.phase_rows[phase] = rows
+        # teardown may hold rows already: a unittest tearDown that ran inside the call phase
+        rows: list[QueryRow] = self.phase_rows.setdefault(phase, [])
         self.current_phase = phase
         self.hub.rows = rows
+
+    @contextmanager
+    def charged_to(self, phase: str) -> Iterator[None]:
+        """Record into `phase` while the block runs, although pytest is in another phase.
+
+        unittest runs setUp and tearDown inside pytest's call phase; they are the test's
+        set-up and teardown all the same, and never the body's queries.
+        """
+        previous, body = self.hub.rows, self.hub.body
+        if previous is None:
+            yield
+            return
+        self.hub.rows = self.phase_rows.setdefault(phase, [])
+        self.hub.body = None
+        try:
+            yield
+        finally:
+            self.hub.rows, self.hub.body = previous, body
+            self._rebuild.add(phase)
 
     def stop_phase(self) -> PhaseRecord:
         phase = self.current_phase or "call"
@@ -147,9 +176,17 @@ class TestRecorder:
         self.current_phase = None
         for probe in self.hub.probes:
             probe.end_phase(self, phase)
-        record = build_phase(phase, self.phase_rows.get(phase, []), dict(self.hub.unit_labels),
-                             self.hub.catalog, with_examples=self.hub.show_params)
+        labels = self.hub.unit_labels
+        record = build_phase(phase, self.phase_rows.get(phase, []),
+                             dict(labels) if labels else {}, self.hub.catalog,
+                             with_examples=self.hub.show_params)
         self.phase_records[phase] = record
+        for other in self._rebuild - {phase}:
+            if other in self.phase_records:
+                self.phase_records[other] = build_phase(
+                    other, self.phase_rows[other], dict(self.hub.unit_labels),
+                    self.hub.catalog, with_examples=self.hub.show_params)
+        self._rebuild.clear()
         return record
 
     def live_rows(self) -> list[QueryRow]:
@@ -190,27 +227,31 @@ _SHAPE_AND_DURATION = itemgetter(ROW_SHAPE, ROW_DURATION)
 def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
                 catalog: Catalog, with_examples: bool = False) -> PhaseRecord:
     """Aggregate one phase's rows: counts by alias and by fingerprint, a few examples each."""
+    if not rows:
+        # most setup and teardown phases of a fast suite: nothing to aggregate
+        return PhaseRecord(phase, 0, 0, (), 0.0, (), (), units, catalog)
     shapes, sites, conns = catalog.shapes, catalog.sites, catalog.conns
-    # counting runs in C (Counter over itemgetter); Python only walks the distinct groups
+    # counting runs in C (Counter over itemgetter); Python only walks the distinct groups,
+    # with plain dicts (a Counter per group costs more than the counting it does)
     groups = Counter(map(_GROUP_KEY, rows))
     spent: dict[int, float] = {}
     for shape_i, duration in map(_SHAPE_AND_DURATION, rows):
         spent[shape_i] = spent.get(shape_i, 0.0) + duration
     per_shape: dict[int, list[Any]] = {}
-    by_alias: Counter[str] = Counter()
+    by_alias: dict[str, int] = {}
     tx = 0
     for (shape_i, site_i, conn_i), n in groups.items():
         slot = per_shape.get(shape_i)
         if slot is None:
-            slot = per_shape[shape_i] = [shapes[shape_i], 0, Counter(), Counter(), []]
+            slot = per_shape[shape_i] = [shapes[shape_i], 0, {}, {}, []]
         alias = conns[conn_i].alias
         if slot[0].is_transaction_control:
             tx += n
         else:
-            by_alias[alias] += n
+            by_alias[alias] = by_alias.get(alias, 0) + n
         slot[1] += n
-        slot[2][alias] += n
-        slot[3][site_i] += n
+        slot[2][alias] = slot[2].get(alias, 0) + n
+        slot[3][site_i] = slot[3].get(site_i, 0) + n
     for row in rows if with_examples else ():
         extra = row[ROW_EXTRA]
         if extra is not None and "sql" in extra:
@@ -220,18 +261,25 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
                 examples.append(example)
     stats = []
     for shape_i, (shape, count, aliases, site_counts, examples) in per_shape.items():
-        resolved = [(sites[i] if i != NO_SITE else None, n) for i, n in site_counts.items()]
+        if len(site_counts) == 1:
+            [(site_i, n)] = site_counts.items()
+            resolved = [(sites[site_i] if site_i != NO_SITE else None, n)]
+        else:
+            resolved = sorted(((sites[i] if i != NO_SITE else None, n)
+                               for i, n in site_counts.items()), key=_site_order)
         stats.append(FingerprintStats(
             fingerprint_id=shape.fingerprint_id,
             fingerprint=shape.fingerprint,
             count=count,
             total_ms=spent[shape_i] * 1000.0,
-            aliases=tuple(sorted(aliases.items())),
-            call_sites=tuple(sorted(resolved, key=_site_order)),
+            aliases=tuple(sorted(aliases.items())) if len(aliases) > 1
+            else tuple(aliases.items()),
+            call_sites=tuple(resolved),
             examples=tuple(examples),
             is_transaction_control=shape.is_transaction_control,
         ))
-    stats.sort(key=lambda s: (-s.count, s.fingerprint))
+    if len(stats) > 1:
+        stats.sort(key=_stats_order)
     return PhaseRecord(
         phase=phase,
         query_count=sum(by_alias.values()),
@@ -243,6 +291,10 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
         units=units,
         catalog=catalog,
     )
+
+
+def _stats_order(stats: FingerprintStats) -> tuple[int, str]:
+    return (-stats.count, stats.fingerprint)
 
 
 def _site_order(item: tuple[CallSite | None, int]) -> tuple[int, str, int]:

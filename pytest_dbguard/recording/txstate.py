@@ -78,6 +78,8 @@ class LifecycleProbe:
         self.test_file_patterns = tuple(test_file_patterns)
         self.test_ident: int | None = None
         self.errors: list[CaughtError] = []
+        # the test whose other-thread connections were judged (and closed) before teardown ended
+        self._frozen: TestRecorder | None = None
         taps.error_listeners.append(self.note_error)
 
     # -- probe protocol ----------------------------------------------------------------------
@@ -99,20 +101,35 @@ class LifecycleProbe:
         # The test thread's connection may have opened during a shared fixture (database
         # set-up) after start_test looked: count it at every phase end so the peak does not
         # depend on which test happened to run first in this process.
-        self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
+        wrappers = self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
         self.taps.note_peak(recorder)
         facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
                                                       "connections": []})
-        facts["txstate"][phase] = self._test_thread_states()
+        if phase != "teardown":
+            # open-transaction compares the end of setup with the end of the call; nothing
+            # reads the state after teardown, where pytest-django has rolled back anyway
+            facts["txstate"][phase] = [connection_state(conn) for conn in wrappers]
         if phase == "call":
             facts["errors"] = self._caught_errors()
             facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
         if phase == "teardown":
-            facts["connections"] = self._other_thread_connections(recorder)
+            if self._frozen is not recorder:
+                facts["connections"] = self._other_thread_connections(recorder)
+            self._frozen = None
             # the exceptions (and the frames their tracebacks hold) are no longer needed
             self.errors = []
             if self.exits is not None:
                 self.exits.reset()
+
+    def before_shared_teardown(self, recorder: TestRecorder) -> None:
+        """The test's own fixtures are torn down and a shared one (pytest-django's database)
+        is next: judge and close other threads' connections now, while the database exists."""
+        if self._frozen is recorder:
+            return
+        facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
+                                                      "connections": []})
+        facts["connections"] = self._other_thread_connections(recorder)
+        self._frozen = recorder
 
     # -- errors --------------------------------------------------------------------------------
     def note_error(self, exc: BaseException, wrapper: Any, row: QueryRow) -> None:
@@ -177,11 +194,6 @@ class LifecycleProbe:
         return any(fnmatch.fnmatch(base, pattern) for pattern in self.test_file_patterns)
 
     # -- connections ---------------------------------------------------------------------------
-    def _test_thread_states(self) -> list[dict[str, Any]]:
-        from django.db import connections
-
-        return [connection_state(conn) for conn in connections.all(initialized_only=True)]
-
     def _other_thread_connections(self, recorder: TestRecorder) -> list[dict[str, Any]]:
         """Django connections other threads opened during the test, as they are after teardown."""
         tracked = [c for c in recorder.connections
@@ -208,8 +220,10 @@ class LifecycleProbe:
             # freeze what the report says, then let the connection objects go
             closed_at_end = entry["is_closed"]()
             entry["is_closed"] = _constant(closed_at_end)
-            thread = entry["thread_ref"]()
-            if not closed_at_end and (thread is None or not thread.is_alive()):
+            if not closed_at_end and entry["thread_ident"] != self.test_ident:
+                # reported above; closed now, so that pytest-django can drop the test
+                # database and a later test's leak is that test's own (even when the thread
+                # lives on, as asgiref's executor threads do)
                 _close_orphan(entry["wrapper"])
             entry["wrapper"] = None
         return out
@@ -230,11 +244,11 @@ def _settle(candidates: list[dict[str, Any]]) -> None:
 
 
 def _close_orphan(wrapper: Any) -> None:
-    """Close a connection whose thread is gone: reported once, it must not haunt later tests.
+    """Close a leaked connection of another thread: reported once, it must not haunt later tests.
 
-    Nobody can reach it any more (it lived in the dead thread's local storage); left alone it
-    would stay connected until the garbage collector finds it, holding its server backend
-    (and its locks, when it was left in a transaction).
+    Left alone it would stay connected until its thread or the garbage collector lets go,
+    holding its server backend (and its locks, when it was left in a transaction), and
+    pytest-django could not drop the test database at the end of the run.
     """
     try:
         wrapper.inc_thread_sharing()

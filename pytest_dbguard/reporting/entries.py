@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from ..events import PHASES, Finding, TestRecord
+from ..rules.known import KNOWN_REASON
 
 SCHEMA = "pytest-dbguard/1"
 TOP_FINGERPRINTS = 5
@@ -40,6 +41,8 @@ class ReportEntry(TypedDict):
     findings: list[FindingEntry]
     top_fingerprints: list[dict[str, Any]]
     call_fingerprints: dict[str, int]
+    call_fingerprint_sites: dict[str, list[dict[str, Any]]]
+    allowed_rules: dict[str, str]
     call_completed: bool
     location: dict[str, Any] | None
     stress: dict[str, Any] | None
@@ -47,26 +50,29 @@ class ReportEntry(TypedDict):
 
 def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, *,
                call_completed: bool = True,
-               location: tuple[str, int] | None = None) -> ReportEntry:
+               location: tuple[str, int] | None = None,
+               allowed: dict[str, str] | None = None) -> ReportEntry:
     """The JSON form of one test; the same dict travels from xdist workers to the controller.
 
     `call_completed` says the test body returned (the baseline only takes counts of bodies that
-    ran to the end); `location` is the test function's file and 1-based line.
+    ran to the end); `location` is the test function's file and 1-based line; `allowed` the
+    test's dbguard_allow reasons by rule.
     """
+    phases = [(name, record.phase(name)) for name in PHASES]
     by_alias: dict[str, dict[str, int]] = {}
-    for phase_name in PHASES:
-        for alias, count in record.phase(phase_name).by_alias:
+    for phase_name, phase in phases:
+        for alias, count in phase.by_alias:
             by_alias.setdefault(alias, dict.fromkeys(PHASES, 0))[phase_name] = count
     call = record.phase("call")
     connections = [c.to_dict() for c in record.connections]
     return {
         "nodeid": record.nodeid,
         "outcome": None,  # filled in from the test's reports
-        "queries": {p: record.phase(p).query_count for p in PHASES},
-        "transaction_control": {p: record.phase(p).transaction_control_count for p in PHASES},
+        "queries": {name: phase.query_count for name, phase in phases},
+        "transaction_control": {name: phase.transaction_control_count for name, phase in phases},
         "by_alias": by_alias,
         "duration_ms": round(duration_ms, 3),
-        "db_time_ms": {p: round(record.phase(p).duration_ms, 3) for p in PHASES},
+        "db_time_ms": {name: round(phase.duration_ms, 3) for name, phase in phases},
         "connections": {
             "opened": len(connections),
             "still_open": sum(1 for c in record.connections if not c.closed),
@@ -81,6 +87,15 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
             (fp.fingerprint_id, fp.count) for fp in call.fingerprints
             if not fp.is_transaction_control
         )),
+        # call sites of every call-phase shape and the test's dbguard_allow reasons: what
+        # `dbguard report --baseline` needs to judge a shard's tests as the regression rule does
+        "call_fingerprint_sites": {
+            fp.fingerprint_id: [{"site": str(site) if site else None, "count": n}
+                                for site, n in fp.call_sites]
+            for fp in sorted(call.fingerprints, key=lambda fp: fp.fingerprint_id)
+            if not fp.is_transaction_control
+        },
+        "allowed_rules": dict(sorted((allowed or {}).items())),
         "call_completed": call_completed,
         "location": {"path": location[0], "line": location[1]} if location else None,
         # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
@@ -106,7 +121,9 @@ def summarise(entries: list[ReportEntry], shared_fixture_queries: int = 0) -> di
         failing = False
         for finding in entry["findings"]:
             bucket = findings.setdefault(finding["rule"], Counter())
-            if finding.get("allowed"):
+            if finding.get("allowed") == KNOWN_REASON:
+                bucket["known"] += 1
+            elif finding.get("allowed"):
                 bucket["allowed"] += 1
             else:
                 bucket[finding["action"]] += 1
@@ -146,7 +163,12 @@ class RunResults:
     baseline_update: Any = None
     missing_records: list[str] = field(default_factory=list)
     crashed_workers: list[str] = field(default_factory=list)
+    # what recording noticed; `notes` adds what the end of the run concluded (reporting/run.py)
+    session_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    # the JSON report's run description: plugin version and the settings that shape findings
+    meta: dict[str, Any] = field(default_factory=dict)
     rules: dict[str, tuple[str, str]] = field(default_factory=lambda: builtin_rule_table())
     _summary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
@@ -164,6 +186,8 @@ class RunResults:
             summary["baseline_update"] = self.baseline_update.summary()
         if self.missing_records:
             summary["missing_records"] = list(self.missing_records)
+        if self.interrupted:
+            summary["interrupted"] = True
         return summary
 
 

@@ -149,6 +149,8 @@ def build(results: RunResults) -> dict[str, Any]:
             "tool": {"driver": {"name": "pytest-dbguard", "version": _version(),
                                 "rules": rules}},
             "results": sarif_results,
+            # an interrupted run's results are incomplete: say so where SARIF readers look
+            "invocations": [{"executionSuccessful": not results.interrupted}],
         }],
     }
 

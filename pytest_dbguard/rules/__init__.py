@@ -8,6 +8,7 @@ their one default, how it behaves under stress, and its check. Built-in rules de
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -41,12 +42,18 @@ if TYPE_CHECKING:
     from ..events import Finding, TestRecord
 
 
+# The built-in rule modules, in the order rules are judged and their findings listed.
+BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "nplusone", "regression", "shape", "stress")
+
+
 def builtin_specs() -> list[RuleSpec]:
     """The built-in rules, importing their modules on first use."""
-    # The import order is the order rules are judged and their findings listed.
-    from . import budget, escaped, lifecycle, nplusone, regression, shape, stress  # noqa: F401
-
-    return list(_BUILTIN)
+    for name in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+    # sorted by BUILTIN_MODULES, not by import order: config and `dbguard report` import the
+    # regression module early when a baseline is given, and findings must not move with that
+    rank = {f"{__name__}.{name}": at for at, name in enumerate(BUILTIN_MODULES)}
+    return sorted(_BUILTIN, key=lambda spec: rank[spec.check.__module__])
 
 
 def builtin_registry() -> RuleRegistry:
@@ -65,9 +72,10 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
     dbguard_allow markers. Allowed findings are kept (reports show them) but never fail a test.
     """
     findings: list[Finding] = []
-    for spec in registry if registry is not None else builtin_registry():
+    ran_queries = bool(record.phase("call").rows)
+    for spec in (registry if registry is not None else builtin_registry()).at_stage(stage):
         action = actions.get(spec.id, "off")
-        if action == "off" or spec.stage != stage:
+        if action == "off" or (spec.needs_call_queries and not ran_queries):
             continue
         for finding in spec.check(record, context):
             reason = allowed.get(spec.id)
@@ -75,6 +83,11 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
             # a warning under a failing `deadlock` rule); the configured action still caps it.
             stamped = finding.action if _SEVERITY[finding.action] < _SEVERITY[action] else action
             findings.append(replace(finding, action=stamped, allowed_reason=reason))
+    known = context.options.get("known_findings")
+    if known:
+        from .known import mark_known
+
+        findings = mark_known(findings, known)
     return findings
 
 

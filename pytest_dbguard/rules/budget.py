@@ -98,7 +98,7 @@ def describe_excess(phase: PhaseRecord, budget: Budget, nodeid: str, where: str 
 
 
 @rule("budget", "fail", "call-phase queries exceed query_budget(n) or --dbguard-max-queries",
-      marker="query_budget", stress=SUSPENDED)
+      marker="query_budget", stress=SUSPENDED, needs_call_queries=True)
 def check_budget(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     budget = context.budget
     if budget is None and context.max_queries is not None:

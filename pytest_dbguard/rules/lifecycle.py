@@ -166,7 +166,7 @@ def _raw_state(driver: str | None) -> str:
 # -- open-transaction ---------------------------------------------------------------------------
 
 @rule("open-transaction", "fail", "a connection is left inside a transaction",
-      stage="teardown", probes=CENSUS_PROBES)
+      stage="teardown", probes=CENSUS_PROBES, restores_connection=True)
 def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
     txstate = lifecycle.get("txstate", {})
@@ -243,7 +243,7 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
 # -- swallowed-db-error -------------------------------------------------------------------------
 
 @rule("swallowed-db-error", "fail", "a database error was caught inside atomic and the "
-      "transaction left unusable", probes=LIFECYCLE_PROBES)
+      "transaction left unusable", probes=LIFECYCLE_PROBES, restores_connection=True)
 def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = _lifecycle(record)
     raised_facts = record.facts.get("raised") or {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from ..events import (
     NO_SITE,
     ROW_CONN,
     ROW_CONTEXT,
+    ROW_EXTRA,
     ROW_FLAGS,
     ROW_SHAPE,
     ROW_SITE,
@@ -26,7 +26,16 @@ from ..events import (
     param_key,
 )
 from ..text import short_sql
-from .registry import PROBE_PARAM_KEYS, SUSPENDED, RuleOption, TestContext, rule
+from .known import site_key
+from .registry import (
+    PROBE_BODY_UNITS,
+    PROBE_LOAD_GROUPS,
+    PROBE_PARAM_KEYS,
+    SUSPENDED,
+    RuleOption,
+    TestContext,
+    rule,
+)
 
 DEFAULT_THRESHOLD = 3
 THRESHOLD_OPTION = RuleOption("nplusone_threshold", DEFAULT_THRESHOLD,
@@ -93,56 +102,30 @@ def lazy_groups(phase: PhaseRecord) -> dict[tuple[int, Relation, int, int], Lazy
     return groups
 
 
-def loader_positions(phase: PhaseRecord) -> dict[tuple[int, str], list[int]]:
-    """Positions of plain SELECTs that load model rows, per (unit, table)."""
-    catalog = phase.catalog
-    shapes, contexts = catalog.shapes, catalog.contexts
-    tables: dict[int, str | None] = {}
-    found: dict[tuple[int, str], list[int]] = {}
-    for position, row in enumerate(phase.rows):
-        context_i = row[ROW_CONTEXT]
-        if context_i and contexts[context_i].relation is not None:
-            continue
-        shape_i = row[ROW_SHAPE]
-        table = tables.get(shape_i, "")
-        if table == "":
-            table = tables[shape_i] = _loaded_table(shapes[shape_i].fingerprint)
-        if table:
-            found.setdefault((row[ROW_UNIT], table), []).append(position)
-    return found
+def load_counts(phase: PhaseRecord, group: LazyGroup) -> dict[int, int]:
+    """Lazy loads per load group (see recording.loads); instances loaded alone are left out."""
+    counts: dict[int, int] = {}
+    rows = phase.rows
+    for position in group.positions:
+        extra = rows[position][ROW_EXTRA]
+        load = extra.get("load", 0) if extra is not None else 0
+        if load:
+            counts[load] = counts.get(load, 0) + 1
+    return counts
 
 
-def _loaded_table(fingerprint: str) -> str | None:
-    # Django selects a model's columns qualified by its table, primary key first:
-    # SELECT "shop_book"."id", ... FROM "shop_book" ...
-    text = fingerprint[len("SELECT "):] if fingerprint.startswith("SELECT ") else None
-    if text is None:
-        return None
-    if text.startswith("DISTINCT "):
-        text = text[len("DISTINCT "):]
-    for quote in ('"', "`"):
-        if text.startswith(quote):
-            end = text.find(quote, 1)
-            if end > 0 and text[end + 1:end + 2] == ".":
-                return text[1:end]
-    return None
+def one_queryset_row_by_row(counts: dict[int, int], threshold: int) -> int:
+    """How many lazy loads make an N+1: 0 unless rows of one query were loaded one by one.
 
-
-def loaded_one_by_one(group: LazyGroup, loaders: dict[tuple[int, str], list[int]]) -> bool:
-    """True when every lazy load followed its own load of the instance (get() per item).
-
-    Such instances do not come from one queryset: select_related on a queryset would not
-    help; the loop of single loads is the problem and nplusone-loop reports it.
+    Instances that came alone (create(), get(), get_or_create(), first()) never add up to an
+    N+1: no queryset loaded them, so no prefetch_related can help. Several multi-row groups
+    (one queryset per parent in a nested loop) count together, as long as some group had
+    its relation loaded for two or more of its rows.
     """
-    found = loaders.get((group.unit, group.relation.source_table))
-    if not found:
-        return False
-    positions = group.positions
-    for before, after in zip(positions, positions[1:], strict=False):
-        i = bisect.bisect_right(found, before)
-        if i >= len(found) or found[i] > after:
-            return False
-    return True
+    if not counts or max(counts.values()) < 2:
+        return 0
+    total = sum(counts.values())
+    return total if total >= threshold else 0
 
 
 def relation_field(relation: Relation, fingerprint: str) -> str:
@@ -169,24 +152,22 @@ def fix_for(relation: Relation, field_name: str, context: QueryContext) -> str:
 
 
 @rule("nplusone", "fail", "one query shape repeated by lazy relation access",
-      options=(THRESHOLD_OPTION,), stress=SUSPENDED)
+      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_LOAD_GROUPS, PROBE_BODY_UNITS}),
+      stress=SUSPENDED, needs_call_queries=True)
 def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
         return []
     threshold = threshold_of(context)
-    loaders: dict[tuple[int, str], list[int]] | None = None
     findings = []
     for group in lazy_groups(phase).values():
-        count = len(group.positions)
-        if count < threshold:
+        if len(group.positions) < threshold:
             continue
-        if loaders is None:
-            loaders = loader_positions(phase)
-        if loaded_one_by_one(group, loaders):
+        count = one_queryset_row_by_row(load_counts(phase, group), threshold)
+        if not count:
             continue
         finding = _nplusone_finding(record, phase, group, count)
-        repeated = _same_statement_repeats(phase, group.positions)
+        repeated = min(_same_statement_repeats(phase, group.positions), count)
         if repeated >= threshold:
             finding.evidence["lines"].append(
                 f"{repeated} of them are the same statement with the same parameters: the "
@@ -236,6 +217,7 @@ def _nplusone_finding(record: TestRecord, phase: PhaseRecord, group: LazyGroup,
             "fingerprint": shape.fingerprint,
             "fingerprint_id": shape.fingerprint_id,
             "site": site,
+            "site_key": site_key(catalog, group.site_i),
             "unit": unit_label(phase, group.unit),
             "template": query_context.template,
             "lines": lines,
@@ -270,27 +252,36 @@ def _plain_groups(phase: PhaseRecord, reads_only: bool
 
 
 @rule("nplusone-loop", "warn", "one query shape repeated from one call site in a loop",
-      options=(THRESHOLD_OPTION,), stress=SUSPENDED)
+      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_BODY_UNITS}), stress=SUSPENDED,
+      needs_call_queries=True)
 def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
         return []
     threshold = threshold_of(context)
     catalog = phase.catalog
-    findings = []
+    # one finding per (shape, call site): the same loop run by several units of work (calls
+    # of the test body, requests) is one place to fix
+    places: dict[tuple[int, int], list[tuple[int, list[QueryRow]]]] = {}
     for (unit, shape_i, site_i), rows in _plain_groups(phase, reads_only=True):
-        count = len(rows)
-        if count < threshold:
+        if len(rows) < threshold:
             continue
         keys = {param_key(row[ROW_FLAGS]) for row in rows}
         if len(keys) == 1 and 0 not in keys:
             continue  # the very same statement each time: the duplicate rule's case
         if not _reads_rows(catalog.shapes[shape_i].verb):
             continue
+        places.setdefault((shape_i, site_i), []).append((unit, rows))
+    findings = []
+    for (shape_i, site_i), runs in places.items():
+        unit, rows = max(runs, key=lambda run: len(run[1]))
+        count = len(rows)
         shape = catalog.shapes[shape_i]
         site = site_text(catalog, site_i)
+        where = unit_label(phase, unit)
+        times = f" (the loop ran {len(runs)} times)" if len(runs) > 1 else ""
         message = (f"N+1 loop: {count}× {short_sql(shape.fingerprint)} — one query per item "
-                   f"at {site}; fetch the items in one query before the loop "
+                   f"at {site}{times}; fetch the items in one query before the loop "
                    "(filter(pk__in=...), in_bulk() or a join)")
         findings.append(Finding(
             rule="nplusone-loop",
@@ -301,12 +292,13 @@ def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Fi
                  "item; load everything the loop needs up front and look items up in a dict",
             evidence={
                 "count": count,
+                "runs": len(runs),
                 "fingerprint": shape.fingerprint,
                 "fingerprint_id": shape.fingerprint_id,
                 "site": site,
-                "unit": unit_label(phase, unit),
-                "lines": [f"in {unit_label(phase, unit)}, alias "
-                          f"{catalog.conns[rows[0][ROW_CONN]].alias}"],
+                "site_key": site_key(catalog, site_i),
+                "unit": where,
+                "lines": [f"in {where}, alias {catalog.conns[rows[0][ROW_CONN]].alias}"],
             },
         ))
     findings.sort(key=lambda f: (-f.evidence["count"], f.message))
@@ -348,7 +340,8 @@ def _lazy_repeats(phase: PhaseRecord) -> dict[tuple[int, int], tuple[list[QueryR
 
 
 @rule("duplicate", "warn", "the same SQL with the same parameters repeated",
-      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS}), stress=SUSPENDED)
+      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS, PROBE_BODY_UNITS}),
+      stress=SUSPENDED, needs_call_queries=True)
 def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
@@ -361,24 +354,34 @@ def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Findin
             key = param_key(row[ROW_FLAGS])
             if key:
                 same.setdefault((unit, key), []).append(row)
+    # one finding per statement: the largest repeat among the units that repeated it
+    best: dict[int, tuple[int, list[QueryRow]]] = {}
+    for (unit, key), rows in same.items():
+        if len(rows) >= threshold and (key not in best or len(rows) > len(best[key][1])):
+            best[key] = (unit, rows)
     findings = []
     groups: list[tuple[int, list[QueryRow], str | None]] = [
-        (unit, rows, None) for (unit, _key), rows in same.items()]
-    groups.extend((unit, rows, label)
-                  for (unit, _key), (rows, label) in _lazy_repeats(phase).items())
+        (unit, rows, None) for unit, rows in best.values()]
+    # the same for lazy loads of one related row, again one finding per statement
+    best_lazy: dict[int, tuple[int, list[QueryRow], str]] = {}
+    for (unit, key), (rows, label) in _lazy_repeats(phase).items():
+        if len(rows) >= threshold and (key not in best_lazy
+                                       or len(rows) > len(best_lazy[key][1])):
+            best_lazy[key] = (unit, rows, label)
+    groups.extend(best_lazy.values())
     for unit, rows, lazy in groups:
         count = len(rows)
-        if count < threshold:
-            continue
         shape = catalog.shapes[rows[0][ROW_SHAPE]]
-        site_counts: dict[int, int] = {}
+        # counted per location text: two instructions on one line are one place to the reader
+        site_counts: dict[str, int] = {}
         for row in rows:
-            site_counts[row[ROW_SITE]] = site_counts.get(row[ROW_SITE], 0) + 1
+            text = site_text(catalog, row[ROW_SITE])
+            site_counts[text] = site_counts.get(text, 0) + 1
         ordered = sorted(site_counts.items(), key=lambda item: (-item[1], item[0]))
         if len(ordered) == 1:
-            where = site_text(catalog, ordered[0][0])
+            where = ordered[0][0]
         else:
-            where = ", ".join(f"{site_text(catalog, s)} ({n}×)" for s, n in ordered[:4])
+            where = ", ".join(f"{s} ({n}×)" for s, n in ordered[:4])
         message = (f"duplicate query: {count}× the same {short_sql(shape.fingerprint)} with the "
                    f"same parameters at {where}; run it once and reuse the result")
         if lazy is not None:
@@ -399,7 +402,8 @@ def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Findin
                 "count": count,
                 "fingerprint": shape.fingerprint,
                 "fingerprint_id": shape.fingerprint_id,
-                "sites": [site_text(catalog, s) for s, _ in ordered],
+                "sites": [s for s, _ in ordered],
+                "site_key": min(site_key(catalog, row[ROW_SITE]) for row in rows),
                 "unit": unit_label(phase, unit),
                 "lines": [f"in {unit_label(phase, unit)}, alias "
                           f"{catalog.conns[rows[0][ROW_CONN]].alias}"],

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 # what recording a rule can ask for, re-exported for the rules' declarations
 from ..recording import (  # noqa: F401
+    PROBE_BODY_UNITS,
     PROBE_CENSUS,
     PROBE_COMMITS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
+    PROBE_LOAD_GROUPS,
     PROBE_LOCKS,
     PROBE_PARAM_KEYS,
     PROBE_PSYCOPG,
@@ -77,6 +79,12 @@ class RuleSpec:
     switch: str | None = None
     # judged only when the run compares with a baseline file, which then turns it on
     needs_baseline: bool = False
+    # the check reads nothing but the call phase's statements: a test body that ran none cannot
+    # break it, so it is not asked (most of a fast suite's rule pass otherwise)
+    needs_call_queries: bool = False
+    # after the rule's finding, dbguard rolls the test's connections back so that the next test
+    # starts clean (one mistake, one failure)
+    restores_connection: bool = False
     builtin: bool = True
 
 
@@ -89,6 +97,7 @@ class RuleRegistry:
 
     def __init__(self) -> None:
         self.specs: dict[str, RuleSpec] = {}
+        self._by_stage: dict[str, tuple[RuleSpec, ...]] = {}
 
     def add(self, spec: RuleSpec) -> None:
         if not isinstance(spec.id, str) or not RULE_ID_RE.match(spec.id):
@@ -110,6 +119,15 @@ class RuleRegistry:
                 raise RuleError(f"rule {spec.id!r}: option {option.name!r} has default "
                                 f"{option.default!r} but another rule declares {known!r}")
         self.specs[spec.id] = spec
+        self._by_stage.clear()
+
+    def at_stage(self, stage: str) -> tuple[RuleSpec, ...]:
+        """The rules judged at `stage`, in registration order; sorted out once per run."""
+        specs = self._by_stage.get(stage)
+        if specs is None:
+            specs = self._by_stage[stage] = tuple(s for s in self.specs.values()
+                                                  if s.stage == stage)
+        return specs
 
     def __contains__(self, rule_id: object) -> bool:
         return rule_id in self.specs

@@ -6,11 +6,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..events import Finding, PhaseRecord, TestRecord
 from ..text import short_sql
 from .registry import SUSPENDED, TestContext, rule
+
+if TYPE_CHECKING:
+    from ..reporting.entries import FindingEntry, ReportEntry
 
 RULE_ID = "regression"
 
@@ -86,18 +89,33 @@ def check_regression(record: TestRecord, context: TestContext) -> Iterable[Findi
         return ()
     tolerance: Tolerance = context.options.get("baseline_tolerance") or Tolerance()
     call = record.phase("call")
-    old, new = int(baseline["queries"]), call.query_count
+    shapes = {fp.fingerprint_id: (fp.fingerprint, [
+        {"site": str(site) if site else None, "count": n} for site, n in fp.call_sites])
+        for fp in call.fingerprints}
+    finding = regression_finding(record.nodeid, baseline, call.query_count,
+                                 call_multiset(call), shapes, tolerance)
+    return () if finding is None else (finding,)
+
+
+def regression_finding(nodeid: str, baseline: Mapping[str, Any], new: int,
+                       multiset: Mapping[str, int],
+                       shapes: Mapping[str, tuple[str, list[dict[str, Any]]]],
+                       tolerance: Tolerance) -> Finding | None:
+    """The finding for one test's call phase against its baseline entry, or None.
+
+    Pure over plain data (`shapes`: fingerprint id -> (SQL, call sites)), so `dbguard report`
+    judges the shards' JSON by exactly the rule a single run applies.
+    """
+    old = int(baseline["queries"])
     if not regressed(old, new, tolerance):
-        return ()
-    by_id = {fp.fingerprint_id: fp for fp in call.fingerprints}
-    grown = grown_fingerprints(baseline.get("fingerprints", {}), call_multiset(call))
+        return None
+    grown = grown_fingerprints(baseline.get("fingerprints", {}), multiset)
     lines: list[str] = []
     details: list[dict[str, Any]] = []
     for fp_id, before, after in grown:
-        stats = by_id[fp_id]
-        sites: list[dict[str, Any]] = [{"site": str(site) if site else None, "count": n}
-                                       for site, n in stats.call_sites]
-        details.append({"id": fp_id, "sql": stats.fingerprint, "old": before, "new": after,
+        fingerprint, sites = shapes.get(fp_id, ("", []))
+        sites = [dict(s) for s in sites]
+        details.append({"id": fp_id, "sql": fingerprint, "old": before, "new": after,
                         "call_sites": sites})
         if len(lines) >= SHAPES_SHOWN:
             continue
@@ -106,7 +124,7 @@ def check_regression(record: TestRecord, context: TestContext) -> Iterable[Findi
             f"{s['site'] or '?'}" + (f" ({s['count']}×)" if len(sites) > 1 else "")
             for s in sites[:SITES_SHOWN]
         ) + (", ..." if len(sites) > SITES_SHOWN else "")
-        lines.append(f"{change}: {after}× {short_sql(stats.fingerprint)}"
+        lines.append(f"{change}: {after}× {short_sql(fingerprint)}"
                      + (f"  at {site_text}" if site_text else ""))
     if len(grown) > SHAPES_SHOWN:
         lines.append(f"... and {len(grown) - SHAPES_SHOWN} more query shapes that appeared "
@@ -119,9 +137,9 @@ def check_regression(record: TestRecord, context: TestContext) -> Iterable[Findi
     hint = ("remove the extra queries (select_related / prefetch_related, hoist lookups out "
             "of loops); if the new count is intended, accept it with "
             "--dbguard-baseline-update and commit the baseline file")
-    return (Finding(
+    return Finding(
         rule="regression",
-        nodeid=record.nodeid,
+        nodeid=nodeid,
         phase="call",
         message=message,
         hint=hint,
@@ -134,4 +152,39 @@ def check_regression(record: TestRecord, context: TestContext) -> Iterable[Findi
             "fingerprints": details,
             "lines": lines,
         },
-    ),)
+    )
+
+
+def judge_entries(entries: Iterable[ReportEntry], baseline_tests: Mapping[str, Any],
+                  tolerance: Tolerance, action: str, sql: Mapping[str, str]) -> None:
+    """Apply the rule to finished JSON entries in place, as the run would have (`dbguard report`).
+
+    The finding lands where evaluate() would have put it among the test's findings, and a
+    failing one turns a passed test into a failed one, as the plugin does with the report.
+    """
+    from . import RULES
+
+    if action == "off":
+        return
+    order = list(RULES)  # evaluate()'s order
+    rank = order.index("regression")
+    for entry in entries:
+        old = baseline_tests.get(entry["nodeid"])
+        if old is None or entry.get("stress") is not None:
+            continue  # new test, or stressed (the run suspends the rule for those)
+        sites = entry.get("call_fingerprint_sites", {})
+        shapes = {fp_id: (sql.get(fp_id, ""), sites.get(fp_id, []))
+                  for fp_id in entry.get("call_fingerprints", {})}
+        finding = regression_finding(entry["nodeid"], old, entry["queries"]["call"],
+                                     entry.get("call_fingerprints", {}), shapes, tolerance)
+        if finding is None:
+            continue
+        reason = (entry.get("allowed_rules") or {}).get("regression")
+        data = cast("FindingEntry", dict(finding.to_dict(), action=action, allowed=reason,
+                                         nodeid=entry["nodeid"]))
+        findings = entry["findings"]
+        at = sum(1 for f in findings if f["rule"] in RULES
+                 and RULES[f["rule"]].stage == "call" and order.index(f["rule"]) < rank)
+        findings.insert(at, data)
+        if action == "fail" and reason is None and entry.get("outcome") == "passed":
+            entry["outcome"] = "failed"

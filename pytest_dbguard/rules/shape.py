@@ -23,6 +23,7 @@ from ..events import (
 )
 from ..facts import PSYCOPG, QUERY_TIMEOUT, PsycopgFacts, QueryTimeoutFacts
 from ..text import short_sql
+from .known import site_key
 from .nplusone import site_text, unit_label
 from .registry import (
     PROBE_EXPLAIN,
@@ -47,7 +48,8 @@ class QueryTimeout:
 
 
 @rule("slow-query", "warn", "one query took longer than --dbguard-slow-ms",
-      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED)
+      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED,
+      needs_call_queries=True)
 def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))
@@ -75,6 +77,8 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
                  "production data; --dbguard-explain shows sequential scans on PostgreSQL",
             evidence={"ms": round(worst, 1), "count": n, "limit_ms": limit_ms,
                       "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "site_key": site_key(catalog, site_i),
+                      "fingerprint_id": shape.fingerprint_id,
                       "lines": [f"alias {catalog.conns[conn_i].alias}"]},
         ))
     findings.sort(key=lambda f: -f.evidence["ms"])
@@ -162,7 +166,7 @@ _VIA_TEXT = {
 
 
 @rule("template-query", "off", "a query ran while a template was rendering",
-      probes=frozenset({PROBE_TEMPLATES}))
+      probes=frozenset({PROBE_TEMPLATES}), needs_call_queries=True)
 def check_template_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
@@ -199,6 +203,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
                  "code; keep database access in the view",
             evidence={"template": template, "via": via, "function": function, "count": count,
                       "fingerprint": shape.fingerprint, "site": site_text(catalog, site_i),
+                      "site_key": site_key(catalog, site_i),
+                      "fingerprint_id": shape.fingerprint_id,
                       "lines": [f"in {unit_label(phase, unit)}"]},
         ))
     findings.sort(key=lambda f: (-f.evidence["count"], f.message))
@@ -206,7 +212,8 @@ def check_template_query(record: TestRecord, context: TestContext) -> Iterable[F
 
 
 @rule("replica-write", "fail", "a write ran on a read-only alias", switch="readonly_aliases",
-      options=(RuleOption("readonly_aliases", (), "--dbguard-readonly-alias"),))
+      options=(RuleOption("readonly_aliases", (), "--dbguard-readonly-alias"),),
+      needs_call_queries=True)
 def check_replica_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     readonly = tuple(context.options.get("readonly_aliases") or ())
     if not readonly:
@@ -262,6 +269,7 @@ _SESSION_STATE = (
 
 
 @rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling",
+      # no needs_call_queries: a test may set session state on raw psycopg connections only
       probes=frozenset({PROBE_PSYCOPG}))
 def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")

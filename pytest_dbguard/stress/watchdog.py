@@ -42,7 +42,8 @@ SELECT a.pid, a.state, a.wait_event_type, a.query,
        w.locktype, w.mode, w.relation::regclass::text AS relation,
        w.transactionid::text AS xid, w.page AS w_page, w.tuple AS w_tuple,
        {wait_s} AS wait_s,
-       t.relation::regclass::text AS row_relation, t.page, t.tuple
+       t.relation::regclass::text AS row_relation, t.page, t.tuple,
+       a.datname, a.backend_start
 FROM pg_stat_activity a
 LEFT JOIN LATERAL (SELECT * FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1) w
        ON true
@@ -52,6 +53,16 @@ WHERE a.pid = ANY(%s)
 """
 # pg_locks.waitstart exists from PostgreSQL 14; before that the first sample dates a wait.
 _WAIT_S_14 = "extract(epoch FROM clock_timestamp() - w.waitstart)::float8"
+
+# Cancels and terminates only a backend that is still the session first seen: a pid the server
+# reused for someone else's connection has another backend_start (or database). The check and
+# the signal are one statement, so nothing can change between them.
+_SIGNAL_SQL = """
+SELECT a.pid, {function}(a.pid)
+FROM pg_stat_activity a
+JOIN unnest(%s::int[], %s::text[], %s::timestamptz[]) AS seen(pid, datname, backend_start)
+  ON a.pid = seen.pid AND a.datname = seen.datname AND a.backend_start = seen.backend_start
+"""
 
 _DETAIL_RE = re.compile(r"Process (\d+) waits for (\w+) on (.+?); blocked by process (\d+)\.")
 _CONTEXT_RE = re.compile(r'tuple \((\d+),(\d+)\) in relation "([^"]+)"')
@@ -183,6 +194,8 @@ class Watchdog:
         self._cycles: dict[tuple[int, frozenset[int]], dict[str, Any]] = {}
         self._worst: dict[str, Any] | None = None
         self._shapes: dict[str, str] = {}
+        # pid -> (database, backend start) when the watchdog first saw that backend
+        self.identities: dict[int, tuple[str, Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str | None:
@@ -260,8 +273,9 @@ class Watchdog:
         start_of: dict[int, float] = {}
         for row in rows:
             (pid, state, wait_type, query, query_start, blockers, locktype, mode, relation,
-             xid, w_page, w_tuple, wait_s, row_relation, page, tup) = row
+             xid, w_page, w_tuple, wait_s, row_relation, page, tup, datname, started) = row
             backend = backends[pid]
+            self._remember_identity(pid, datname, started)
             wait_s_of[pid] = wait_s
             start_of[pid] = float(query_start or 0.0)
             # pg_stat_activity is read once per statement, pg_blocking_pids() live: a backend
@@ -309,13 +323,13 @@ class Watchdog:
             if seen["blocked"].get("site") is None:
                 seen["blocked"]["site"] = node["site"]
             for blocker in node["blocked_by"]:
+                # the first look at a holder says what it did while the wait began; a later
+                # sample can catch its thread already leaving the block (the catalog still
+                # shows the old state), so it only fills in a line the first look missed
                 described = self._describe(blocker, nodes)
-                earlier = seen["blockers"].get(blocker)
-                if earlier is not None and earlier.get("site"):
-                    # the line the holder was at when the wait was first seen (its slow call);
-                    # a later sample can catch it already in its commit, on the `with` line
-                    described["site"] = earlier["site"]
-                seen["blockers"][blocker] = described
+                known_blocker = seen["blockers"].setdefault(blocker, described)
+                if known_blocker.get("site") is None:
+                    known_blocker["site"] = described["site"]
         for cycle in _cycles(nodes):
             key2 = (index, frozenset(cycle))
             known = self._cycles.get(key2)
@@ -414,16 +428,25 @@ class Watchdog:
     def terminate(self, pids: list[int]) -> list[int]:
         return self._signal("pg_terminate_backend", pids)
 
+    def _remember_identity(self, pid: int, datname: str | None, started: Any) -> None:
+        expected = self.params.get("dbname")
+        if pid in self.identities or started is None or (expected and datname != expected):
+            return  # a pid already taken by another database is never ours to signal
+        self.identities[pid] = (str(datname), started)
+
     def _signal(self, function: str, pids: list[int]) -> list[int]:
-        own = [pid for pid in pids if (b := self.registry.get(pid)) and b.thread != MAIN_THREAD]
+        own = [pid for pid in pids if (b := self.registry.get(pid)) and b.thread != MAIN_THREAD
+               and pid in self.identities]
         if not own:
             return []
+        seen = [self.identities[pid] for pid in own]
         with self._lock:
             if self._conn is None:
                 return []
             try:
                 rows = self._conn.execute(
-                    f"SELECT p, {function}(p) FROM unnest(%s::int[]) AS p", (own,)
+                    _SIGNAL_SQL.format(function=function),
+                    (own, [datname for datname, _ in seen], [started for _, started in seen]),
                 ).fetchall()
             except Exception:
                 self.sample_errors += 1

@@ -18,8 +18,9 @@ LAZY = QueryContext(relation=Relation("forward", "Book", "author", "Author", "sh
 
 def record(params: list[int]):
     builder = RecordBuilder().query(BOOKS, site="shop/views.py:5")
+    # every book came from the one BOOKS queryset: load group 1 (see recording.loads)
     for key in params:
-        builder.query(AUTHOR, context=LAZY, params=key)
+        builder.query(AUTHOR, context=LAZY, params=key, extra={"load": 1})
     return builder.build()
 
 

@@ -102,7 +102,16 @@ def test_regression_follows_the_baseline_comparison():
 def test_probes_follow_the_active_rules():
     assert policy.probes_needed(RULES, settings()) == frozenset()
     assert policy.probes_needed(RULES, settings(enabled=True)) == {
-        "param-keys", "lifecycle", "psycopg", "census", "commits", "locks"}
+        "param-keys", "lifecycle", "psycopg", "census", "load-groups", "body-units",
+        "commits", "locks"}
+    # load groups only for nplusone; the body's calls as units for the repeated-query rules
+    no_nplusone = settings(enabled=True, actions={"nplusone": "off"})
+    assert "load-groups" not in policy.probes_needed(RULES, no_nplusone)
+    assert "body-units" in policy.probes_needed(RULES, no_nplusone)
+    repeats_off = settings(enabled=True, actions={
+        "nplusone": "off", "nplusone-loop": "off", "duplicate": "off"})
+    assert policy.probes_needed(RULES, repeats_off) == {
+        "lifecycle", "psycopg", "census", "commits", "locks"}
     assert policy.probes_needed(RULES, settings(explain=True)) == {"explain"}
     only_async = settings(actions={"async-orm": "warn"})
     assert policy.probes_needed(RULES, only_async) == {"lifecycle", "psycopg"}
@@ -121,3 +130,26 @@ def test_a_custom_rule_follows_the_same_policy():
     assert policy.test_actions(registry, s, STRESSED) == {"mine": "fail"}
     assert policy.rule_markers(registry) == frozenset()
     assert policy.rule_markers(RULES) == {"query_budget", "query_timeout"}
+
+
+def test_the_action_table_settles_each_set_of_facts_once(monkeypatch):
+    table = policy.ActionTable(RULES, settings(enabled=False))
+    calls: list[TestFacts] = []
+    real = policy.test_actions
+
+    def counting(registry, run_settings, facts=policy.RUN_WIDE):
+        calls.append(facts)
+        return real(registry, run_settings, facts)
+
+    monkeypatch.setattr(policy, "test_actions", counting)
+    budgeted = TestFacts(markers=frozenset({"query_budget"}))
+    plain = table.for_test()
+    assert plain == policy.test_actions(RULES, settings(enabled=False))
+    assert table.for_test(budgeted)["budget"] == "fail"
+    assert table.for_test()["budget"] == "off"
+    assert table.for_test(TestFacts(markers=frozenset({"query_budget"})))["budget"] == "fail"
+    # two distinct facts, each worked out once (the direct call above is the third)
+    assert calls == [policy.RUN_WIDE, policy.RUN_WIDE, budgeted]
+    # a test's actions are its own: changing them does not change the next test's
+    plain["nplusone"] = "fail"
+    assert table.for_test()["nplusone"] == "off"

@@ -52,7 +52,8 @@ def test_the_summary_is_computed_once_and_shared(tmp_path):
         report.reporter().write(str(tmp_path / report.name), run)
     document = json.loads((tmp_path / "json").read_text())
     assert document["summary"] == first
-    assert list(document) == ["schema", "summary", "tests"]
+    assert list(document) == ["schema", "plugin_version", "settings", "rules", "summary",
+                              "notes", "crashed_workers", "sql", "tests"]
     assert document["schema"] == "pytest-dbguard/1"
     # a finding not yet stamped by evaluate keeps Finding's default action
     assert first["findings"] == {"shop-count": {"fail": 1}}
@@ -87,3 +88,22 @@ def test_write_atomic_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(OSError):
         write_atomic(str(tmp_path), "x")  # a directory cannot be replaced by a file
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_json_report_carries_the_runs_rules_back_to_dbguard_report(tmp_path):
+    from pytest_dbguard.reporting import json_report
+
+    rules = {"budget": ("fail", "b"), "shop-count": ("warn", "counting rows")}
+    path = tmp_path / "run.json"
+    json_report.write(str(path), results(rules=rules))
+    document = json.loads(path.read_text())
+    assert document["rules"] == {"budget": {"default": "fail", "summary": "b"},
+                                 "shop-count": {"default": "warn", "summary": "counting rows"}}
+    document["plugin_version"], document["settings"] = "0.1.0", {}
+    back = json_report.results_from(document)
+    assert back.rules == rules
+    # the SARIF `dbguard report` writes describes the project's rule as the run's did
+    driver = sarif_report.build(back)["runs"][0]["tool"]["driver"]
+    assert ("shop-count", "counting rows") in [(r["id"], r["shortDescription"]["text"])
+                                                for r in driver["rules"]]
+
