@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from pytest_dbguard.markers import MARKERS
 from pytest_dbguard.rules import RULES
+from tests.docs_hooks import DOCS, load_docs_hooks
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def load_hooks():
-    spec = importlib.util.spec_from_file_location("dbguard_docs_hooks", DOCS / "hooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being created
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+load_hooks = load_docs_hooks
 
 
 @pytest.mark.parametrize("rule_id", sorted(RULES))

@@ -13,20 +13,11 @@ from urllib.parse import quote
 
 from . import write_atomic
 from .entries import RunResults
+from .run import plugin_version
 
 SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVELS = {"fail": "error", "warn": "warning", "off": "none"}
 RELATED_LOCATIONS = 10
-
-
-@functools.cache
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pytest-dbguard")
-    except PackageNotFoundError:
-        return "0"
 
 
 def finding_sites(finding: Mapping[str, Any]) -> list[str]:
@@ -146,7 +137,7 @@ def build(results: RunResults) -> dict[str, Any]:
         "$schema": SCHEMA_URI,
         "version": "2.1.0",
         "runs": [{
-            "tool": {"driver": {"name": "pytest-dbguard", "version": _version(),
+            "tool": {"driver": {"name": "pytest-dbguard", "version": plugin_version(),
                                 "rules": rules}},
             "results": sarif_results,
             # an interrupted run's results are incomplete: say so where SARIF readers look

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +20,7 @@ from pytest_dbguard.rules import (
     builtin_registry,
     builtin_specs,
 )
+from tests.docs_hooks import load_docs_hooks
 
 pytestmark = pytest.mark.unit
 
@@ -144,16 +143,3 @@ def test_findings_order_does_not_depend_on_which_rule_module_was_imported_first(
                          check=True).stdout.split()
     assert out == [s.id for s in BUILTIN]
     assert out[0] == "budget" and out.index("regression") < out.index("deadlock")
-
-
-def load_docs_hooks():
-    path = Path(__file__).parents[2] / "docs" / "hooks.py"
-    spec = importlib.util.spec_from_file_location("dbguard_docs_hooks", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being created
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
