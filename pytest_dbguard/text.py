@@ -1,4 +1,4 @@
-"""Wording shared by recording, rules and reports: SQL shortened for a one-line message."""
+"""Wording shared by recording, rules and reports: SQL and exceptions shortened to one line."""
 
 from __future__ import annotations
 
@@ -16,3 +16,9 @@ def short_sql(fingerprint: str, width: int = 160) -> str:
     if len(fingerprint) > width:
         fingerprint = fingerprint[: width - 3] + "..."
     return fingerprint
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line report: its first line, or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,59 +29,32 @@ from ..facts import (
     RawStatement,
     RefusedConnection,
 )
+from ..text import first_line
 from .callsite import find_user_frame
+from .driver import (  # noqa: F401 - re-exported for the probes that read them
+    TOO_MANY_CONNECTIONS,
+    backend_pid,
+    driver_status,
+    is_connection_refused,
+)
+from .psycopg_pool import (
+    async_getconn,
+    async_open,
+    async_putconn,
+    sync_getconn,
+    sync_open,
+    sync_putconn,
+    wrap_init,
+)
 from .raw_statements import watch as watch_statements
 from .recorder import Hub, TestRecorder
 
 _PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
-# libpq transaction status codes (psycopg.pq.TransactionStatus; psycopg2 uses the same numbers)
-DRIVER_STATUS = {0: "idle", 1: "active", 2: "in transaction", 3: "in error", 4: "unknown"}
-
-# SQLSTATE 53300 too_many_connections. libpq reports a refused connection as a message without a
-# SQLSTATE, so the server's (English) wording is matched too.
-TOO_MANY_CONNECTIONS = "53300"
-_TOO_MANY_TEXTS = ("too many clients already", "too many connections for",
-                   "remaining connection slots are reserved")
-
-
 def _module_dir(name: str) -> str | None:
     module = sys.modules.get(name)
     path = getattr(module, "__file__", None)
     return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
-
-
-def driver_status(raw: Any) -> str | None:
-    """The driver's view of the transaction: idle / in transaction / in error, or None."""
-    info = getattr(raw, "info", None)
-    status = getattr(info, "transaction_status", None)
-    if status is None and hasattr(raw, "get_transaction_status"):  # psycopg2
-        try:
-            status = raw.get_transaction_status()
-        except Exception:
-            return None
-    if status is not None:
-        return DRIVER_STATUS.get(int(status), "unknown")
-    in_transaction = getattr(raw, "in_transaction", None)  # sqlite3
-    if isinstance(in_transaction, bool):
-        return "in transaction" if in_transaction else "idle"
-    return None
-
-
-def backend_pid(raw: Any) -> int | None:
-    info = getattr(raw, "info", None)
-    try:
-        pid = getattr(info, "backend_pid", None)
-    except Exception:  # a closed psycopg connection
-        return None
-    return int(pid) if pid else None
-
-
-def is_connection_refused(exc: BaseException) -> bool:
-    if getattr(exc, "sqlstate", None) == TOO_MANY_CONNECTIONS:
-        return True
-    text = str(exc)
-    return any(part in text for part in _TOO_MANY_TEXTS)
 
 
 class PsycopgProbe:
@@ -182,15 +155,15 @@ class PsycopgProbe:
             getconn, putconn = cls.__dict__["getconn"], cls.__dict__["putconn"]
             open_ = cls.__dict__["open"]
             # the constructor opens the pool itself (open=True, or by default)
-            self._replace(cls, "__init__", _init(probe, cls.__dict__["__init__"]))
+            self._replace(cls, "__init__", wrap_init(probe, cls.__dict__["__init__"]))
             if is_async:
-                self._replace(cls, "getconn", _async_getconn(probe, getconn, pool_timeout))
-                self._replace(cls, "putconn", _async_putconn(probe, putconn))
-                self._replace(cls, "open", _async_open(probe, open_))
+                self._replace(cls, "getconn", async_getconn(probe, getconn, pool_timeout))
+                self._replace(cls, "putconn", async_putconn(probe, putconn))
+                self._replace(cls, "open", async_open(probe, open_))
             else:
-                self._replace(cls, "getconn", _sync_getconn(probe, getconn, pool_timeout))
-                self._replace(cls, "putconn", _sync_putconn(probe, putconn))
-                self._replace(cls, "open", _sync_open(probe, open_))
+                self._replace(cls, "getconn", sync_getconn(probe, getconn, pool_timeout))
+                self._replace(cls, "putconn", sync_putconn(probe, putconn))
+                self._replace(cls, "open", sync_open(probe, open_))
         self.installed_pool = True
 
     def _refresh_dirs(self) -> None:
@@ -279,7 +252,7 @@ class PsycopgProbe:
         self._test.setdefault("refused", []).append({
             "phase": phase, "site": self._site(caller), "thread": threading.current_thread().name,
             "sqlstate": getattr(exc, "sqlstate", None) or TOO_MANY_CONNECTIONS,
-            "message": _first_line(exc),
+            "message": first_line(exc),
         })
 
     def _note_statement(self, sql: str, prepared: bool, caller: Any) -> None:
@@ -455,88 +428,3 @@ def _raw_closed(ref: weakref.ref[Any]) -> bool:
     return conn is None or bool(conn.closed)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# The pool wrappers are module functions so each closes over exactly what it needs.
-
-def _sync_getconn(probe: PsycopgProbe, original: Any, pool_timeout: type[BaseException]) -> Any:
-    def getconn(self: Any, timeout: float | None = None) -> Any:
-        caller = sys._getframe(1)
-        try:
-            conn = original(self, timeout)
-        except pool_timeout:
-            probe.timed_out(self, caller, timeout)
-            raise
-        probe.checked_out(self, conn, caller)
-        return conn
-
-    getconn.__doc__ = original.__doc__
-    return getconn
-
-
-def _sync_putconn(probe: PsycopgProbe, original: Any) -> Any:
-    def putconn(self: Any, conn: Any) -> None:
-        probe.returned(self, conn)
-        original(self, conn)
-
-    putconn.__doc__ = original.__doc__
-    return putconn
-
-
-def _sync_open(probe: PsycopgProbe, original: Any) -> Any:
-    def open(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - the pool's API
-        was_closed = self.closed
-        original(self, *args, **kwargs)
-        if was_closed:
-            probe.pool_opened(self, sys._getframe(1))
-
-    open.__doc__ = original.__doc__
-    return open
-
-
-def _init(probe: PsycopgProbe, original: Any) -> Any:
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if not self.closed:
-            probe.pool_opened(self, sys._getframe(1))
-
-    __init__.__doc__ = original.__doc__
-    return __init__
-
-
-def _async_getconn(probe: PsycopgProbe, original: Any, pool_timeout: type[BaseException]) -> Any:
-    async def getconn(self: Any, timeout: float | None = None) -> Any:
-        caller = sys._getframe(1)
-        try:
-            conn = await original(self, timeout)
-        except pool_timeout:
-            probe.timed_out(self, caller, timeout)
-            raise
-        probe.checked_out(self, conn, caller)
-        return conn
-
-    getconn.__doc__ = original.__doc__
-    return getconn
-
-
-def _async_putconn(probe: PsycopgProbe, original: Any) -> Any:
-    async def putconn(self: Any, conn: Any) -> None:
-        probe.returned(self, conn)
-        await original(self, conn)
-
-    putconn.__doc__ = original.__doc__
-    return putconn
-
-
-def _async_open(probe: PsycopgProbe, original: Any) -> Any:
-    async def open(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A001 - the pool's API
-        was_closed = self.closed
-        await original(self, *args, **kwargs)
-        if was_closed:
-            probe.pool_opened(self, sys._getframe(1))
-
-    open.__doc__ = original.__doc__
-    return open

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from ..events import NO_SITE, QueryRow
+from ..text import first_line
 from .atomic_exits import AtomicExits
 from .callsite import THIRD_PARTY, USER, FrameClassifier
 from .django_db import DjangoTaps
@@ -153,7 +154,7 @@ class LifecycleProbe:
             out.append({
                 "exc_id": id(exc),
                 "type": type(exc).__name__,
-                "message": _first_line(exc),
+                "message": first_line(exc),
                 "sqlstate": (extra or {}).get("sqlstate"),
                 "sql": short_sql(shape.fingerprint),
                 "site": str(catalog.sites[site_i]) if site_i != NO_SITE else None,
@@ -262,11 +263,6 @@ def _close_orphan(wrapper: Any) -> None:
 
 def _constant(value: bool) -> Callable[[], bool]:
     return lambda: value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def exception_chain(exc: BaseException | None) -> list[BaseException]:

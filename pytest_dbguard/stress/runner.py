@@ -23,6 +23,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from ..backends import for_vendor
+from ..text import first_line
 from . import StressPlan
 from .watchdog import (
     DEADLOCK,
@@ -102,11 +103,6 @@ class RoundResult:
             "db_errors": self.db_errors,
             "hung": self.hung,
         }
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{text[0]}" if text else type(exc).__name__
 
 
 class StressRunner:
