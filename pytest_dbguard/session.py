@@ -242,7 +242,7 @@ class DbguardSession:
         """The exception a (not stressed) test body raised, for rules that ask what propagated."""
         if state is None or state.recorder is None or state.stress is not None:
             return
-        from .stress.watchdog import sqlstate_of
+        from .backends.postgresql import sqlstate_of
 
         state.recorder.facts[CALL_ERROR] = CallError(type(exc).__name__, sqlstate_of(exc))
 

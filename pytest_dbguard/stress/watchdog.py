@@ -10,7 +10,6 @@ that hangs; on a hang it cancels, then terminates, only those backends.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import threading
 import time
@@ -19,20 +18,21 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from ..backends.postgresql import (  # noqa: F401 - the stress runner reads them from here
+    DEADLOCK,
+    LOCK_NOT_AVAILABLE,
+    QUERY_CANCELED,
+    connect_params,
+    parse_deadlock_detail,
+    sqlstate_of,
+)
 from ..recording.fingerprint import make_shape, short_sql
-
-DEADLOCK = "40P01"
-LOCK_NOT_AVAILABLE = "55P03"
-QUERY_CANCELED = "57014"
 
 SAMPLE_INTERVAL_S = 0.02
 # The watchdog's own statements: short enough that a stuck catalog never stalls a round.
 STATEMENT_TIMEOUT_MS = 1000
 CONNECT_TIMEOUT_S = 5
 APPLICATION_NAME = "pytest-dbguard watchdog"
-# libpq connection keys Django passes through OPTIONS that the watchdog needs too (TLS, service).
-_LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl",
-                  "service", "passfile", "target_session_attrs", "gssencmode", "channel_binding")
 MAIN_THREAD = -1
 
 _SAMPLE_SQL = """
@@ -64,64 +64,6 @@ JOIN unnest(%s::int[], %s::text[], %s::timestamptz[]) AS seen(pid, datname, back
   ON a.pid = seen.pid AND a.datname = seen.datname AND a.backend_start = seen.backend_start
 """
 
-_DETAIL_RE = re.compile(r"Process (\d+) waits for (\w+) on (.+?); blocked by process (\d+)\.")
-_CONTEXT_RE = re.compile(r'tuple \((\d+),(\d+)\) in relation "([^"]+)"')
-
-
-def sqlstate_of(exc: BaseException | None) -> str | None:
-    """The SQLSTATE of a database error, looking through Django's wrapping exceptions."""
-    seen = 0
-    while exc is not None and seen < 8:
-        state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-        if state:
-            return str(state)
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
-def parse_deadlock_detail(exc: BaseException) -> dict[str, Any]:
-    """Who waited for what, from PostgreSQL's deadlock error (pids, lock modes, relation, row)."""
-    texts: list[str] = []
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None:
-            break
-        diag = getattr(current, "diag", None)
-        texts.extend(str(t) for t in (getattr(diag, "message_detail", None),
-                                      getattr(diag, "context", None)) if t)
-        texts.append(str(current))
-        current = current.__cause__ or current.__context__
-    text = "\n".join(texts)
-    waits = []
-    for match in _DETAIL_RE.finditer(text):
-        wait = {"pid": int(match.group(1)), "mode": match.group(2), "object": match.group(3),
-                "blocker": int(match.group(4))}
-        if wait not in waits:
-            waits.append(wait)
-    context = _CONTEXT_RE.search(text)
-    return {
-        "waits": waits,
-        "pids": sorted({w["pid"] for w in waits}),
-        "relation": context.group(3) if context else None,
-        "row": f"({context.group(1)},{context.group(2)})" if context else None,
-    }
-
-
-def connect_params(settings_dict: dict[str, Any]) -> dict[str, Any]:
-    """psycopg keyword arguments for the test database Django is using (never printed)."""
-    options = settings_dict.get("OPTIONS") or {}
-    params: dict[str, Any] = {
-        "dbname": settings_dict.get("NAME") or None,
-        "user": settings_dict.get("USER") or None,
-        "password": settings_dict.get("PASSWORD") or None,
-        "host": settings_dict.get("HOST") or None,
-        "port": str(settings_dict["PORT"]) if settings_dict.get("PORT") else None,
-    }
-    params.update({key: options[key] for key in _LIBPQ_OPTIONS if key in options})
-    if "service" in params and not settings_dict.get("NAME"):
-        params.pop("dbname")
-    return {k: v for k, v in params.items() if v is not None}
 
 
 @dataclass(frozen=True)
