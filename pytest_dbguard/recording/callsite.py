@@ -127,7 +127,8 @@ class FrameClassifier:
             if qualname == "Model.refresh_from_db":
                 return IN_REFRESH
         elif relative == "contrib/contenttypes/fields.py":
-            if qualname == "GenericForeignKey.__get__":
+            # the field itself up to Django 5.2, a descriptor object from Django 6.0
+            if qualname in ("GenericForeignKey.__get__", "GenericForeignKeyDescriptor.__get__"):
                 return LAZY_GENERIC_FK
         elif relative == "template/base.py":
             if qualname == "Template.render":
@@ -274,8 +275,9 @@ class FrameClassifier:
                 relation = Relation("deferred", field.model.__name__, field.attname,
                                     field.model.__name__, field.model._meta.db_table)
             elif kind == LAZY_GENERIC_FK:
-                model = descriptor.model
-                relation = Relation("generic-fk", model.__name__, descriptor.name, "?",
+                field = getattr(descriptor, "field", descriptor)  # Django 6 wraps the field
+                model = field.model
+                relation = Relation("generic-fk", model.__name__, field.name, "?",
                                     model._meta.db_table)
         except Exception:
             relation = None
