@@ -106,3 +106,25 @@ def connect_params(settings_dict: dict[str, Any]) -> dict[str, Any]:
     if "service" in params and not settings_dict.get("NAME"):
         params.pop("dbname")
     return {k: v for k, v in params.items() if v is not None}
+
+
+def monitor_connect_kwargs(settings_dict: dict[str, Any], application_name: str) -> dict[str, Any]:
+    """psycopg.connect() keywords for one of the plugin's own read-only connections (census,
+    lock sampler) to the server's `postgres` database, from the test database's settings.
+
+    Only libpq keys are taken from OPTIONS; the values are never printed.
+    """
+    from psycopg import pq
+
+    keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    params: dict[str, Any] = {
+        key: value for key, value in (settings_dict.get("OPTIONS") or {}).items()
+        if key in keywords and key not in ("dbname", "options", "application_name")
+    }
+    for key, setting in (("user", "USER"), ("password", "PASSWORD"), ("host", "HOST"),
+                         ("port", "PORT")):
+        if settings_dict.get(setting):
+            params[key] = str(settings_dict[setting])
+    return dict(params, dbname="postgres", application_name=application_name, autocommit=True,
+                connect_timeout=10,
+                options="-c default_transaction_read_only=on -c statement_timeout=5000")

@@ -130,28 +130,15 @@ class CensusProbe:
             return self._conn
         try:
             import psycopg
-            from psycopg import pq
         except ImportError:
             self._give_up("the PostgreSQL census needs psycopg 3 (pip install "
                           "'pytest-dbguard[postgres]'); connection leaks are found through "
                           "the hooked drivers only")
             return None
-        keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
-        params: dict[str, Any] = {
-            key: value for key, value in (settings.get("OPTIONS") or {}).items()
-            if key in keywords and key not in ("dbname", "options", "application_name")
-        }
-        for key, setting in (("user", "USER"), ("password", "PASSWORD"), ("host", "HOST"),
-                             ("port", "PORT")):
-            if settings.get(setting):
-                params[key] = str(settings[setting])
+        from ..backends.postgresql import monitor_connect_kwargs
+
         try:
-            conn = psycopg.connect(
-                dbname="postgres", application_name=APPLICATION_NAME, autocommit=True,
-                connect_timeout=10,
-                options="-c default_transaction_read_only=on -c statement_timeout=5000",
-                **params,
-            )
+            conn = psycopg.connect(**monitor_connect_kwargs(settings, APPLICATION_NAME))
             before = time.time()
             row = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
             after = time.time()

@@ -145,22 +145,9 @@ def _connect(settings: dict[str, Any]) -> Any:
     """The sampler's own connection: read-only, to the `postgres` database, short timeouts."""
     try:
         import psycopg
-        from psycopg import pq
-    except ImportError:
-        return None
-    keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
-    params: dict[str, Any] = {
-        key: value for key, value in (settings.get("OPTIONS") or {}).items()
-        if key in keywords and key not in ("dbname", "options", "application_name")
-    }
-    for key, setting in (("user", "USER"), ("password", "PASSWORD"), ("host", "HOST"),
-                         ("port", "PORT")):
-        if settings.get(setting):
-            params[key] = str(settings[setting])
-    try:
-        return psycopg.connect(
-            dbname="postgres", application_name=APPLICATION_NAME, autocommit=True,
-            connect_timeout=10,
-            options="-c default_transaction_read_only=on -c statement_timeout=5000", **params)
-    except Exception:
+
+        from ..backends.postgresql import monitor_connect_kwargs
+
+        return psycopg.connect(**monitor_connect_kwargs(settings, APPLICATION_NAME))
+    except Exception:  # no psycopg, or no server: the sampler stays off
         return None
