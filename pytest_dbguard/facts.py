@@ -166,6 +166,7 @@ class EagerLoad:
     """
 
     model: str  # the model the queryset loads ("Book")
+    holder: str  # the model the path's last level hangs from ("Book" for Author books__tags)
     method: str  # "select_related" or "prefetch_related"
     path: str  # the field or lookup, "author", "reviews__user"
     to_attr: str | None  # Prefetch(to_attr=...) of the path's last level

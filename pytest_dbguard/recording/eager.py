@@ -38,13 +38,14 @@ _local = threading.local()  # .busy: Django's prefetch is running; .stack: evalu
 class EagerPath:
     """One eager path of one queryset line in the current test; flagged when read."""
 
-    __slots__ = ("key", "model", "method", "path", "to_attr", "site", "evaluations", "rows",
-                 "loaded", "used", "unit")
+    __slots__ = ("key", "model", "holder", "method", "path", "to_attr", "site", "evaluations",
+                 "rows", "loaded", "used", "unit")
 
-    def __init__(self, key: tuple[Any, ...], model: str, method: str, path: str,
+    def __init__(self, key: tuple[Any, ...], model: str, holder: str, method: str, path: str,
                  to_attr: str | None, site: int, unit: str) -> None:
         self.key = key
-        self.model, self.method, self.path, self.to_attr = model, method, path, to_attr
+        self.model, self.holder = model, holder
+        self.method, self.path, self.to_attr = method, path, to_attr
         self.site, self.unit = site, unit
         self.evaluations = self.rows = self.loaded = 0
         self.used = False
@@ -139,7 +140,7 @@ class EagerProbe:
             return
         sites = self.hub.catalog.sites
         recorder.facts[self.name] = tuple(
-            EagerLoad(model=p.model, method=p.method, path=p.path, to_attr=p.to_attr,
+            EagerLoad(model=p.model, holder=p.holder, method=p.method, path=p.path, to_attr=p.to_attr,
                       site=sites[p.site] if p.site != NO_SITE else None,
                       evaluations=p.evaluations, rows=p.rows, loaded=p.loaded, used=p.used,
                       unit=p.unit)
@@ -305,7 +306,7 @@ class _Evaluation:
     def current(self) -> Any:
         return _Current(self)
 
-    def path(self, method: str, name: str, to_attr: str | None) -> EagerPath:
+    def path(self, holder: type, method: str, name: str, to_attr: str | None) -> EagerPath:
         site = self.site
         for (asked_by, asked), at in self.sites.items():
             if asked_by == method and (asked in ("", name) or asked.startswith(name + "__")
@@ -316,8 +317,8 @@ class _Evaluation:
         probe = self.probe
         found = probe.paths.get(key)
         if found is None:
-            found = probe.paths[key] = EagerPath(key, self.model.__name__, method, name,
-                                                 to_attr, site, self.unit)
+            found = probe.paths[key] = EagerPath(key, self.model.__name__, holder.__name__,
+                                                 method, name, to_attr, site, self.unit)
         if key not in self.counted:
             self.counted.add(key)
             found.evaluations += 1
@@ -345,7 +346,7 @@ class _Evaluation:
             if not isinstance(descriptor, probe._single):
                 continue
             cache_name = _cache_name(descriptor)
-            path = self.path("select_related", prefix + name, None)
+            path = self.path(model, "select_related", prefix + name, None)
             related = [o._state.fields_cache.get(cache_name) for o in objects]
             present = [r for r in related if r is not None]
             path.rows += len(objects)
@@ -372,7 +373,7 @@ class _Evaluation:
             values = [obj.__dict__.get(to_attr) for obj in instances]
             if not all(type(value) is list for value in values):
                 return  # a single object under to_attr: a plain attribute, reads unseen
-            path = self.path("prefetch_related", name, to_attr)
+            path = self.path(type(first), "prefetch_related", name, to_attr)
             for obj, value in zip(instances, values):
                 watched = WatchedList(value)
                 watched.dbguard_path = path
@@ -381,7 +382,7 @@ class _Evaluation:
             descriptor = probe.descriptor(type(first), through[level])
             if not isinstance(descriptor, (*probe._single, probe._many)):
                 return  # generic foreign keys and custom prefetchers: not judged
-            path = self.path("prefetch_related", name, None)
+            path = self.path(type(first), "prefetch_related", name, None)
             _mark(instances, {descriptor: path})
         path.rows += len(instances)
         path.loaded += len(related)

@@ -25,7 +25,7 @@ def _plural(n: int, word: str) -> str:
 
 def _what(load: EagerLoad) -> str:
     name = load.to_attr or load.path.rsplit("__", 1)[-1]
-    rows = _plural(load.rows, f"{load.model} row")
+    rows = _plural(load.rows, f"{load.holder} row")
     if load.method == "select_related":
         return f"{name} never read on {rows}"
     return (f"{name} never read: {_plural(load.loaded, 'object')} prefetched for {rows}")
