@@ -176,6 +176,7 @@ class EagerLoad:
     loaded: int  # related objects the path loaded (rows with a related object for select)
     used: bool
     unit: str = ""  # the request it was first evaluated in; "" for the test body
+    forward: bool = False  # a foreign key (or one-to-one) of the holder: its key is on the row
 
 
 EAGER_LOADS = "eager_loads"

@@ -39,7 +39,7 @@ class EagerPath:
     """One eager path of one queryset line in the current test; flagged when read."""
 
     __slots__ = ("key", "model", "holder", "method", "path", "to_attr", "site", "evaluations",
-                 "rows", "loaded", "used", "unit")
+                 "rows", "loaded", "used", "unit", "forward")
 
     def __init__(self, key: tuple[Any, ...], model: str, holder: str, method: str, path: str,
                  to_attr: str | None, site: int, unit: str) -> None:
@@ -48,7 +48,7 @@ class EagerPath:
         self.method, self.path, self.to_attr = method, path, to_attr
         self.site, self.unit = site, unit
         self.evaluations = self.rows = self.loaded = 0
-        self.used = False
+        self.used = self.forward = False
 
 
 class _Marks(dict):  # type: ignore[type-arg]
@@ -143,7 +143,7 @@ class EagerProbe:
             EagerLoad(model=p.model, holder=p.holder, method=p.method, path=p.path, to_attr=p.to_attr,
                       site=sites[p.site] if p.site != NO_SITE else None,
                       evaluations=p.evaluations, rows=p.rows, loaded=p.loaded, used=p.used,
-                      unit=p.unit)
+                      unit=p.unit, forward=p.forward)
             for p in self.paths.values())
         self.paths = {}
 
@@ -347,6 +347,7 @@ class _Evaluation:
                 continue
             cache_name = _cache_name(descriptor)
             path = self.path(model, "select_related", prefix + name, None)
+            path.forward = isinstance(descriptor, probe._forward)
             related = [o._state.fields_cache.get(cache_name) for o in objects]
             present = [r for r in related if r is not None]
             path.rows += len(objects)
@@ -383,6 +384,7 @@ class _Evaluation:
             if not isinstance(descriptor, (*probe._single, probe._many)):
                 return  # generic foreign keys and custom prefetchers: not judged
             path = self.path(type(first), "prefetch_related", name, None)
+            path.forward = isinstance(descriptor, probe._forward)
             _mark(instances, {descriptor: path})
         path.rows += len(instances)
         path.loaded += len(related)

@@ -27,22 +27,27 @@ def _what(load: EagerLoad) -> str:
     name = load.to_attr or load.path.rsplit("__", 1)[-1]
     rows = _plural(load.rows, f"{load.holder} row")
     if load.method == "select_related":
-        return f"{name} never read on {rows}"
+        some = f" ({load.loaded} of them had one)" if load.loaded < load.rows else ""
+        return f"{name} never read on {rows}{some}"
     return (f"{name} never read: {_plural(load.loaded, 'object')} prefetched for {rows}")
 
 
 def _fix(load: EagerLoad) -> str:
+    name = load.path.rsplit("__", 1)[-1]
+    key = (f"; {load.holder.lower()}.{name}_id, the key alone, is on the row without it"
+           if load.forward else "")
     if load.method == "select_related":
         parent = load.path.rsplit("__", 1)[0] if "__" in load.path else ""
         keep = f' (keep "{parent}" if it is read)' if parent else ""
         return (f'drop "{load.path}" from select_related(){keep}: the join and its columns '
-                "are loaded for nothing; reading only the key (author_id) needs no join")
+                f"are loaded for nothing{key}")
     if load.to_attr:
         return (f'drop the Prefetch("{load.path}", to_attr="{load.to_attr}") from '
                 "prefetch_related(): its query runs for nothing")
     parent = load.path.rsplit("__", 1)[0] if "__" in load.path else ""
     keep = f' (prefetch only "{parent}" if that is read)' if parent else ""
-    return f'drop "{load.path}" from prefetch_related(){keep}: its query runs for nothing'
+    return (f'drop "{load.path}" from prefetch_related(){keep}: its query runs for '
+            f"nothing{key}")
 
 
 @rule("unused-eager-load", "warn",
