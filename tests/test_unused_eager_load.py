@@ -84,6 +84,55 @@ def as_values():
 
 def books_for_caller():
     return list(Book.objects.select_related("author"))
+
+
+def streamed_titles():
+    return [b.title for b in Book.objects.select_related("author").iterator(chunk_size=2)]
+
+
+def every_forward_key():
+    return [b.title for b in Book.objects.select_related()]
+
+
+def cached_authors():
+    from django.core.cache import cache
+
+    cache.set("books", list(Book.objects.select_related("author")))
+    return [b.author.name for b in cache.get("books")]
+"""
+
+VIEWS = """
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from shop.models import Book
+
+
+def titles_view(request):
+    books = Book.objects.select_related("author").order_by("title")
+    return HttpResponse(", ".join(b.title for b in books))
+
+
+def shelf_view(request):
+    books = Book.objects.select_related("author").order_by("title")
+    return render(request, "shop/eager.html", {"books": books})
+
+
+def bare_shelf_view(request):
+    books = Book.objects.select_related("author").order_by("title")
+    return render(request, "shop/titles.html", {"books": books})
+"""
+
+URLS = """
+from django.urls import path
+
+from shop import eager_views
+
+urlpatterns = [
+    path("titles/", eager_views.titles_view),
+    path("shelf/", eager_views.shelf_view),
+    path("bare-shelf/", eager_views.bare_shelf_view),
+]
 """
 
 TEMPLATE = """{% for book in books %}{{ book.title }} by {{ book.author.name }}
@@ -166,6 +215,31 @@ def test_read_later_by_the_test_body(books):
 
 def test_queryset_of_the_test_itself(books):
     assert [b.title for b in Book.objects.select_related("author")] == ["A", "B", "C"]
+
+
+def test_iterator_unused(books):
+    assert services.streamed_titles() == ["A", "B", "C"]
+
+
+def test_select_related_without_fields_unused(books):
+    assert len(services.every_forward_key()) == 3
+
+
+def test_read_from_a_cached_copy(books):
+    assert services.cached_authors() == ["Ann", "Ann", "Bob"]
+
+
+def test_request_unused(client, books):
+    assert client.get("/titles/").content == b"A, B, C"
+
+
+def test_request_read_by_the_template(client, books):
+    assert b"A by Ann" in client.get("/shelf/").content
+
+
+def test_request_context_read_by_the_test(client, books):
+    response = client.get("/bare-shelf/")
+    assert response.context["books"][0].author.name == "Ann"
 """
 
 FIRING = {
@@ -183,6 +257,12 @@ FIRING = {
         "tags never read: 3 objects prefetched for 3 Book rows"),
     "test_only_the_key_read": (
         'select_related("author")', "def author_ids():", "author never read on 3 Book rows"),
+    "test_iterator_unused": (
+        'select_related("author")', "def streamed_titles():",
+        "author never read on 3 Book rows"),
+    "test_select_related_without_fields_unused": (
+        'select_related("author")', "def every_forward_key():",
+        "author never read on 3 Book rows"),
 }
 
 
@@ -195,6 +275,10 @@ def _services_line(anchor: str) -> int:
 def _run(project: Any) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     project.write("shop/services.py", SERVICES)
     project.write("shop/templates/shop/eager.html", TEMPLATE, dedent=False)
+    project.write("shop/templates/shop/titles.html",
+                  "{% for book in books %}{{ book.title }} {% endfor %}", dedent=False)
+    project.write("shop/eager_views.py", VIEWS)
+    project.write("proj/urls.py", URLS)
     project.write_test(TESTS)
     report = project.path / "dbguard.json"
     result = project.run("--dbguard", "-p", "no:randomly", "--dbguard-json", str(report))
@@ -207,9 +291,9 @@ def _run(project: Any) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
 
 def test_unused_eager_loads(djproject, backend):
     result, findings = _run(djproject)
-    result.assert_outcomes(passed=16)
+    result.assert_outcomes(passed=22)
     firing = {name for name, found in findings.items() if found}
-    assert firing == set(FIRING)
+    assert firing == set(FIRING) | {"test_request_unused"}
     for name, (asked, anchor, what) in FIRING.items():
         [finding] = findings[name]
         model = "Author" if "prefetch" in asked else "Book"
@@ -218,10 +302,16 @@ def test_unused_eager_loads(djproject, backend):
         assert finding["message"] == f"unused eager load: {model} {asked} at {site} — {what}"
         assert finding["evidence"]["site"] == site
         assert finding["evidence"]["unit"] == "the test body"
+    [in_request] = findings["test_request_unused"]
+    view_line = VIEWS[:VIEWS.index("_related(")].count("\n") + 1
+    assert in_request["message"] == (
+        f'unused eager load: Book select_related("author") at shop/eager_views.py:{view_line} '
+        "— author never read on 3 Book rows")
+    assert in_request["evidence"]["unit"] == "request GET /titles/"
     nested = findings["test_nested_lookup_partly_unused"][0]
     assert nested["evidence"]["path"] == "books__tags"
     assert nested["hint"].startswith('drop "books__tags" from prefetch_related() '
                                      '(prefetch only "books" if that is read)')
     out = result.stdout.str()
-    assert (f"test_shop.py::test_select_related_unused: [{RULE}] unused eager load: Book "
-            'select_related("author") at shop/services.py:9' in out)
+    assert f"    {RULE}: 8 warn" in out
+    assert "[dbguard:" not in out

@@ -53,11 +53,14 @@ class EagerPath:
 
 class _Marks(dict):  # type: ignore[type-arg]
     """The map on an instance's state; pickles (and deep-copies) as an empty dict, so that a
-    cached or copied instance carries no descriptors and no paths."""
+    cached or copied instance carries no descriptors and no paths. Reads of the copy are out
+    of sight, so a copied instance counts as read."""
 
     __slots__ = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
+        for path in self.values():
+            path.used = True
         return (dict, ())
 
 
@@ -95,6 +98,7 @@ class WatchedList(list):  # type: ignore[type-arg]
         return list.__reversed__(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        self._read()
         return (list, (list.copy(self),))
 
 

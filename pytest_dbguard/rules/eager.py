@@ -62,10 +62,9 @@ def check_unused_eager_load(record: TestRecord, context: TestContext) -> Iterabl
             continue
         site = str(load.site) if load.site is not None else "an unknown call site"
         where = f"request {load.unit}" if load.unit else "the test body"
-        times = (f" (the queryset ran {load.evaluations} times)" if load.evaluations > 1
-                 else "")
-        lines = [f"{load.model} {asked(load)} at {site}: {_what(load)}{times}",
-                 f"first evaluated in {where}"]
+        times = (f"; querysets from that line ran {load.evaluations} times, none read it"
+                 if load.evaluations > 1 else "")
+        lines = [f"in {where}{times}"]
         findings.append(Finding(
             rule="unused-eager-load",
             nodeid=record.nodeid,
