@@ -16,107 +16,19 @@ are not the code's. Installed only when `unused-eager-load` is on; nothing here 
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..events import NO_SITE
 from ..facts import EAGER_LOADS, EagerLoad
 from .callsite import find_user_frame
+from .eager_marks import LOCAL, EagerPath, WatchedList, cache_name, mark, watching
 from .recorder import Hub, TestRecorder
 
-# On ModelState: {descriptor: EagerPath} for the relations an eager queryset filled.
-ATTR = "dbguard_eager"
 # On Query: {(method, argument): site index} where select_related / prefetch_related was called.
 SITES_ATTR = "dbguard_eager_sites"
 # select_related() without fields follows forward foreign keys this many levels deep at most
 DERIVED_DEPTH = 5
-
-_local = threading.local()  # .busy: Django's prefetch is running; .stack: evaluations
-
-
-class EagerPath:
-    """One eager path of one queryset line in the current test; flagged when read."""
-
-    __slots__ = ("key", "model", "holder", "method", "path", "to_attr", "site", "evaluations",
-                 "rows", "loaded", "used", "unit", "forward")
-
-    def __init__(self, key: tuple[Any, ...], model: str, holder: str, method: str, path: str,
-                 to_attr: str | None, site: int, unit: str) -> None:
-        self.key = key
-        self.model, self.holder = model, holder
-        self.method, self.path, self.to_attr = method, path, to_attr
-        self.site, self.unit = site, unit
-        self.evaluations = self.rows = self.loaded = 0
-        self.used = self.forward = False
-
-
-class _Marks(dict):  # type: ignore[type-arg]
-    """The map on an instance's state; pickles (and deep-copies) as an empty dict, so that a
-    cached or copied instance carries no descriptors and no paths. Reads of the copy are out
-    of sight, so a copied instance counts as read."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        for path in self.values():
-            path.used = True
-        return (dict, ())
-
-
-def _busy() -> bool:
-    return bool(getattr(_local, "busy", 0))
-
-
-class WatchedList(list):  # type: ignore[type-arg]
-    """A Prefetch(to_attr=...) list: reading it (iterating, len(), indexing) flags its path."""
-
-    __slots__ = ("dbguard_path",)
-
-    def _read(self) -> None:
-        if not _busy():
-            self.dbguard_path.used = True
-
-    def __iter__(self) -> Iterator[Any]:
-        self._read()
-        return list.__iter__(self)
-
-    def __len__(self) -> int:
-        self._read()
-        return list.__len__(self)
-
-    def __getitem__(self, index: Any) -> Any:
-        self._read()
-        return list.__getitem__(self, index)
-
-    def __contains__(self, item: object) -> bool:
-        self._read()
-        return list.__contains__(self, item)
-
-    def __reversed__(self) -> Iterator[Any]:
-        self._read()
-        return list.__reversed__(self)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        self._read()
-        return (list, (list.copy(self),))
-
-
-def _mark(objects: list[Any], marks: dict[Any, EagerPath]) -> None:
-    shared = _Marks(marks)
-    for obj in objects:
-        state = obj.__dict__.get("_state")
-        if state is None:
-            continue
-        found = state.__dict__.get(ATTR)
-        state.__dict__[ATTR] = shared if found is None else _Marks({**found, **marks})
-
-
-def _cache_name(descriptor: Any) -> str:
-    """The key of a forward / reverse one-to-one descriptor's value in fields_cache."""
-    owner = getattr(descriptor, "field", None) or descriptor.related
-    name = getattr(owner, "cache_name", None)  # Django 5.1+; get_cache_name() before
-    return name if isinstance(name, str) else owner.get_cache_name()
 
 
 class EagerProbe:
@@ -144,8 +56,8 @@ class EagerProbe:
             return
         sites = self.hub.catalog.sites
         recorder.facts[self.name] = tuple(
-            EagerLoad(model=p.model, holder=p.holder, method=p.method, path=p.path, to_attr=p.to_attr,
-                      site=sites[p.site] if p.site != NO_SITE else None,
+            EagerLoad(model=p.model, holder=p.holder, method=p.method, path=p.path,
+                      to_attr=p.to_attr, site=sites[p.site] if p.site != NO_SITE else None,
                       evaluations=p.evaluations, rows=p.rows, loaded=p.loaded, used=p.used,
                       unit=p.unit, forward=p.forward)
             for p in self.paths.values())
@@ -235,16 +147,16 @@ class EagerProbe:
                 yield obj
 
         def _prefetch_related_objects(*args: Any, **kwargs: Any) -> Any:
-            _local.busy = getattr(_local, "busy", 0) + 1
+            LOCAL.busy = getattr(LOCAL, "busy", 0) + 1
             try:
                 return prefetch_objects(*args, **kwargs)
             finally:
-                _local.busy -= 1
+                LOCAL.busy -= 1
 
         def _prefetch_one_level(instances: Any, prefetcher: Any, lookup: Any, level: int
                                 ) -> Any:
             result = prefetch_level(instances, prefetcher, lookup, level)
-            stack = getattr(_local, "stack", None)
+            stack = getattr(LOCAL, "stack", None)
             if stack and instances:
                 stack[-1].prefetched(instances, lookup, level, result[0])
             return result
@@ -261,10 +173,11 @@ class EagerProbe:
         return self.uninstall
 
     def _wrap_reads(self) -> None:
-        for cls in (*self._single, self._many):
-            original = cls.__dict__["__get__"]
-            self._undo.append((cls, "__get__", original))
-            cls.__get__ = _watching(original)
+        owner: Any
+        for owner in (*self._single, self._many):
+            original = owner.__dict__["__get__"]
+            self._undo.append((owner, "__get__", original))
+            owner.__get__ = watching(original)
 
     def uninstall(self) -> None:
         undo, self._undo = self._undo, []
@@ -273,23 +186,6 @@ class EagerProbe:
 
 
 _END = object()
-
-
-def _watching(original: Callable[..., Any]) -> Callable[..., Any]:
-    # named __get__: the body-units walk tells attribute reads by a dunder frame name
-    def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
-        if instance is not None:
-            state = instance.__dict__.get("_state")
-            marks = state.__dict__.get(ATTR) if state is not None else None
-            if marks:
-                path = marks.get(self)
-                if path is not None and not _busy():
-                    path.used = True
-        return original(self, instance, cls)
-
-    __get__.__wrapped__ = original  # type: ignore[attr-defined]
-    return __get__
-
 
 class _Evaluation:
     """One queryset evaluation in the test body: turns what it loaded into marked paths."""
@@ -349,10 +245,10 @@ class _Evaluation:
             descriptor = probe.descriptor(model, name)
             if not isinstance(descriptor, probe._single):
                 continue
-            cache_name = _cache_name(descriptor)
+            key = cache_name(descriptor)
             path = self.path(model, "select_related", prefix + name, None)
             path.forward = isinstance(descriptor, probe._forward)
-            related = [o._state.fields_cache.get(cache_name) for o in objects]
+            related = [o._state.fields_cache.get(key) for o in objects]
             present = [r for r in related if r is not None]
             path.rows += len(objects)
             path.loaded += len(present)
@@ -360,7 +256,7 @@ class _Evaluation:
             if sub and present:
                 deeper.append((present, sub, prefix + name + "__"))
         if marks:
-            _mark(objects, marks)
+            mark(objects, marks)
         for present, sub, deeper_prefix in deeper:
             self._select(present, sub, deeper_prefix, depth + 1)
 
@@ -379,7 +275,7 @@ class _Evaluation:
             if not all(type(value) is list for value in values):
                 return  # a single object under to_attr: a plain attribute, reads unseen
             path = self.path(type(first), "prefetch_related", name, to_attr)
-            for obj, value in zip(instances, values):
+            for obj, value in zip(instances, values, strict=True):
                 watched = WatchedList(value)
                 watched.dbguard_path = path
                 obj.__dict__[to_attr] = watched
@@ -389,7 +285,7 @@ class _Evaluation:
                 return  # generic foreign keys and custom prefetchers: not judged
             path = self.path(type(first), "prefetch_related", name, None)
             path.forward = isinstance(descriptor, probe._forward)
-            _mark(instances, {descriptor: path})
+            mark(instances, {descriptor: path})
         path.rows += len(instances)
         path.loaded += len(related)
 
@@ -403,10 +299,10 @@ class _Current:
         self.evaluation = evaluation
 
     def __enter__(self) -> None:
-        stack = getattr(_local, "stack", None)
+        stack = getattr(LOCAL, "stack", None)
         if stack is None:
-            stack = _local.stack = []
+            stack = LOCAL.stack = []
         stack.append(self.evaluation)
 
     def __exit__(self, *exc: object) -> None:
-        _local.stack.pop()
+        LOCAL.stack.pop()
