@@ -140,6 +140,7 @@ TEMPLATE = """{% for book in books %}{{ book.title }} by {{ book.author.name }}
 
 TESTS = """
 import pytest
+from django.test import TestCase
 from shop import services
 from shop.models import Author, Book, Tag
 
@@ -240,6 +241,25 @@ def test_request_read_by_the_template(client, books):
 def test_request_context_read_by_the_test(client, books):
     response = client.get("/bare-shelf/")
     assert response.context["books"][0].author.name == "Ann"
+
+
+@pytest.fixture
+def loaded_titles(books):
+    return services.titles()
+
+
+def test_evaluated_in_a_fixture(loaded_titles):
+    assert loaded_titles == ["A", "B", "C"]
+
+
+class SetUpTests(TestCase):
+    def setUp(self):
+        author = Author.objects.create(name="Cy")
+        Book.objects.create(title="D", author=author)
+        self.titles = services.titles()
+
+    def test_evaluated_in_set_up(self):
+        self.assertEqual(self.titles, ["D"])
 """
 
 FIRING = {
@@ -291,7 +311,7 @@ def _run(project: Any) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
 
 def test_unused_eager_loads(djproject, backend):
     result, findings = _run(djproject)
-    result.assert_outcomes(passed=22)
+    result.assert_outcomes(passed=24)
     firing = {name for name, found in findings.items() if found}
     assert firing == set(FIRING) | {"test_request_unused"}
     for name, (asked, anchor, what) in FIRING.items():
