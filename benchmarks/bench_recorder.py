@@ -56,6 +56,15 @@ def main() -> None:
         for _ in range(n // 10):
             Group.objects.filter(name="staff").first()
 
+    from django.contrib.auth.models import Permission
+
+    def eager_loop() -> None:
+        # a queryset that eager-loads, with its related objects read: what the
+        # unused-eager-load probe tracks (20 rows and their content types per query)
+        for _ in range(n // 20):
+            for permission in Permission.objects.select_related("content_type")[:20]:
+                permission.content_type.app_label  # noqa: B018
+
     def plain(loop):
         def run() -> float:
             start = time.perf_counter()
@@ -104,13 +113,32 @@ def main() -> None:
             return elapsed
         return run
 
+    def with_eager(loop):
+        # + the unused-eager-load probe (select_related / prefetch_related paths and reads)
+        from pytest_dbguard.recording.eager import EagerProbe
+
+        units = with_units(loop)
+
+        def run() -> float:
+            probe = EagerProbe(hub)
+            uninstall = probe.install()
+            hub.probes.append(probe)
+            try:
+                return units()
+            finally:
+                hub.probes.remove(probe)
+                uninstall()
+        return run
+
     for workload, loop, per_run in (("SELECT 1 via cursor", raw_loop, n),
-                                    ("ORM .filter().first()", orm_loop, n // 10)):
+                                    ("ORM .filter().first()", orm_loop, n // 10),
+                                    ("ORM select_related, 20 rows read", eager_loop, n // 20)):
         variants = {
             "plain": plain(loop),
             "CaptureQueriesContext": captured(loop),
             "dbguard recorder": recorded(loop),
             "+ load groups, units": with_units(loop),
+            "+ eager loads": with_eager(loop),
         }
         timings: dict[str, list[float]] = {name: [] for name in variants}
         for run in variants.values():  # warm-up

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .events import CallSite
+
 
 @dataclass(frozen=True, slots=True)
 class ServerBackend:
@@ -153,3 +155,28 @@ class CommitFacts:
 
 
 COMMITS = "commits"
+
+
+@dataclass(frozen=True, slots=True)
+class EagerLoad:
+    """One select_related field or prefetch_related lookup of the test body's querysets.
+
+    Evaluations of one queryset line that eager-loaded the same path are one entry: `used` is
+    true when the related objects of any of them were read.
+    """
+
+    model: str  # the model the queryset loads ("Book")
+    holder: str  # the model the path's last level hangs from ("Book" for Author books__tags)
+    method: str  # "select_related" or "prefetch_related"
+    path: str  # the field or lookup, "author", "reviews__user"
+    to_attr: str | None  # Prefetch(to_attr=...) of the path's last level
+    site: CallSite | None  # where the queryset asked for the path (else where it was evaluated)
+    evaluations: int  # how many times a queryset from that line loaded it
+    rows: int  # instances the path hung from, over those evaluations
+    loaded: int  # related objects the path loaded (rows with a related object for select)
+    used: bool
+    unit: str = ""  # the request it was first evaluated in; "" for the test body
+    forward: bool = False  # a foreign key (or one-to-one) of the holder: its key is on the row
+
+
+EAGER_LOADS = "eager_loads"

@@ -40,7 +40,7 @@ def test_json_report_shape(djproject, backend):
     assert (document["notes"], document["crashed_workers"]) == ([], [])
     # the run's rules in registry order, with their defaults: what `dbguard report` lists
     rules = document["rules"]
-    assert list(rules)[:3] == ["budget", "escaped-write", "connection-leak"] and len(rules) == 20
+    assert list(rules)[:3] == ["budget", "escaped-write", "connection-leak"] and len(rules) == 21
     assert rules["nplusone-loop"] == {"default": "warn",
                                       "summary": "one query shape repeated from one call site "
                                                  "in a loop"}

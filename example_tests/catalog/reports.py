@@ -20,6 +20,13 @@ def prices_for(isbns):
     return {isbn: Book.objects.get(isbn=isbn).price_cents for isbn in isbns}
 
 
+def catalogue_lines():
+    """Title and author per book for the catalogue export. The publisher is joined for every
+    book but never read: left over from when the export printed it (unused-eager-load)."""
+    books = Book.objects.select_related("author", "publisher").order_by("title")
+    return [f"{book.title}, {book.author.name}" for book in books]
+
+
 def house_publisher():
     return Publisher.objects.filter(name="Tor Books").first()
 

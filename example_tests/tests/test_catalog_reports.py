@@ -1,8 +1,8 @@
 """Query-shape examples: each test shows one rule on a realistic mistake in catalog.reports.
 
 Run `pytest --dbguard example_tests`. The `nplusone`, `replica-write` and `query-timeout`
-examples fail; `nplusone-loop`, `duplicate`, `slow-query`, `template-query` and
-`pgbouncer-unsafe` are warnings listed in the dbguard summary.
+examples fail; `nplusone-loop`, `duplicate`, `slow-query`, `template-query`,
+`unused-eager-load` and `pgbouncer-unsafe` are warnings listed in the dbguard summary.
 """
 
 import pytest
@@ -21,6 +21,12 @@ def test_shelf_sizes(catalog):
     # Shows `nplusone` on a reverse relation: the fix is annotate(Count("books")).
     Author.objects.create(name="Ann Leckie", country="US")
     assert reports.shelf_sizes() == {"Ann Leckie": 0, "N. K. Jemisin": 2, "Ursula K. Le Guin": 2}
+
+
+def test_catalogue_lines(catalog):
+    # Shows `unused-eager-load` (warn): the publisher is joined for every book and never read;
+    # the fix is select_related("author").
+    assert reports.catalogue_lines()[0] == "The Dispossessed, Ursula K. Le Guin"
 
 
 def test_price_lookup(catalog):

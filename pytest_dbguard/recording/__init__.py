@@ -11,3 +11,4 @@ PROBE_COMMITS = "commits"  # commits and rollbacks of Django connections, the te
 PROBE_LOCKS = "locks"  # PostgreSQL lock waits while a test has several connections open
 PROBE_LOAD_GROUPS = "load-groups"  # which multi-row query loaded each model instance
 PROBE_BODY_UNITS = "body-units"  # each top-level call of the test body is its own unit of work
+PROBE_EAGER_LOADS = "eager-loads"  # select_related / prefetch_related paths, and their reads

@@ -12,6 +12,7 @@ from . import (
     PROBE_BODY_UNITS,
     PROBE_CENSUS,
     PROBE_COMMITS,
+    PROBE_EAGER_LOADS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
     PROBE_LOAD_GROUPS,
@@ -73,6 +74,12 @@ class Recording:
             from . import loads
 
             recording._closers.append(loads.install(hub))
+        if PROBE_EAGER_LOADS in probes:
+            from .eager import EagerProbe
+
+            eager = EagerProbe(hub)
+            recording._closers.append(eager.install())
+            hub.probes.append(eager)
         if PROBE_COMMITS in probes:
             from .commits import CommitProbe
 

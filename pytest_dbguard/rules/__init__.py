@@ -19,6 +19,7 @@ from .registry import (  # noqa: F401  (the registry's public names)
     JUDGE,
     PROBE_CENSUS,
     PROBE_COMMITS,
+    PROBE_EAGER_LOADS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
     PROBE_LOCKS,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 
 # The built-in rule modules, in the order rules are judged and their findings listed.
-BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "nplusone", "regression", "shape", "stress")
+BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "nplusone", "eager", "regression", "shape",
+                   "stress")
 
 
 def builtin_specs() -> list[RuleSpec]:

@@ -12,6 +12,7 @@ from ..recording import (  # noqa: F401
     PROBE_BODY_UNITS,
     PROBE_CENSUS,
     PROBE_COMMITS,
+    PROBE_EAGER_LOADS,
     PROBE_EXPLAIN,
     PROBE_LIFECYCLE,
     PROBE_LOAD_GROUPS,

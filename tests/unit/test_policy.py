@@ -103,13 +103,14 @@ def test_probes_follow_the_active_rules():
     assert policy.probes_needed(RULES, settings()) == frozenset()
     assert policy.probes_needed(RULES, settings(enabled=True)) == {
         "param-keys", "lifecycle", "psycopg", "census", "load-groups", "body-units",
-        "commits", "locks"}
+        "commits", "locks", "eager-loads"}
     # load groups only for nplusone; the body's calls as units for the repeated-query rules
     no_nplusone = settings(enabled=True, actions={"nplusone": "off"})
     assert "load-groups" not in policy.probes_needed(RULES, no_nplusone)
     assert "body-units" in policy.probes_needed(RULES, no_nplusone)
     repeats_off = settings(enabled=True, actions={
-        "nplusone": "off", "nplusone-loop": "off", "duplicate": "off"})
+        "nplusone": "off", "nplusone-loop": "off", "duplicate": "off",
+        "unused-eager-load": "off"})
     assert policy.probes_needed(RULES, repeats_off) == {
         "lifecycle", "psycopg", "census", "commits", "locks"}
     assert policy.probes_needed(RULES, settings(explain=True)) == {"explain"}

@@ -45,7 +45,7 @@ def test_builtin_rule_declares_itself_fully(spec):
 
 def test_builtin_ids_are_unique_and_the_judging_order_is_stable():
     ids = [s.id for s in BUILTIN]
-    assert len(ids) == len(set(ids)) == 20
+    assert len(ids) == len(set(ids)) == 21
     assert ids[:3] == ["budget", "escaped-write", "connection-leak"]
     assert ids[-3:] == ["deadlock", "lock-wait", "stress-hang"]
 
@@ -64,7 +64,8 @@ def test_stress_behaviour_is_declared_per_rule():
         by_stress.setdefault(spec.stress, set()).add(spec.id)
     assert by_stress[STRESS_ON] == {"deadlock", "lock-wait", "stress-hang"}
     assert by_stress[SUSPENDED] == {"budget", "nplusone", "nplusone-loop", "duplicate",
-                                    "slow-query", "regression", "escaped-write"}
+                                    "slow-query", "regression", "escaped-write",
+                                    "unused-eager-load"}
 
 
 @pytest.mark.parametrize("rule_id", [
@@ -117,7 +118,7 @@ def test_summaries_and_ids_are_data_for_reports():
     registry = builtin_registry()
     assert registry.ids() == sorted(s.id for s in BUILTIN)
     assert registry.summaries()["regression"] == "a test's queries grew beyond the baseline"
-    assert len(registry) == 20 and [s.id for s in registry] == [s.id for s in BUILTIN]
+    assert len(registry) == 21 and [s.id for s in registry] == [s.id for s in BUILTIN]
 
 
 def test_the_documented_rules_table_lists_every_builtin_rule_in_order_with_its_default():

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 # the built-in rules that only read the call phase's statements (not pgbouncer-unsafe: it also
 # reads the statements of raw psycopg connections, which a body without Django queries can run)
 CALL_QUERY_RULES = {"budget", "nplusone", "nplusone-loop", "duplicate", "slow-query",
-                    "template-query", "replica-write"}
+                    "template-query", "replica-write", "unused-eager-load"}
 
 
 @pytest.fixture
