@@ -90,9 +90,9 @@ def failure_report(runner: StressRunner) -> str:
     ]
     for error in errors[:FAILURES_LISTED]:
         site = f"  at {error.site}" if error.site else ""
-        text = error.to_dict()
-        lines.append(f"  round {error.round}, thread {error.index}: {text['type']}: "
-                     f"{text['message']}{site}")
+        text = error.failure()
+        lines.append(f"  round {error.round}, thread {error.index}: {text.type}: "
+                     f"{text.message}{site}")
     if len(errors) > FAILURES_LISTED:
         lines.append(f"  ... {len(errors) - FAILURES_LISTED} more")
     first = errors[0]
