@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.stress_project import line_of
+from tests.djproject import VIEWS
+from tests.stress_project import add_inventory, line_of
 
 SERVICES = '''
 import time
@@ -64,6 +65,8 @@ connection_created.connect(_sqlite_sleep)
 
 TESTS = '''
 import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
 
 from shop.models import Author, Book
 from shop.services import census, same_author, slow_report, titles
@@ -93,6 +96,15 @@ def test_budget_broken(books, dbguard):
     census(8 if dbguard.stress_index == 2 else 7)
 
 
+@pytest.mark.asyncio
+@pytest.mark.stress(threads=4, rounds=2, timeout=20)
+@pytest.mark.query_budget(5)
+@pytest.mark.django_db(transaction=True)
+async def test_async_budget_broken(dbguard):
+    # the ORM calls come back to the stressed thread through sync_to_async, in its run
+    await sync_to_async(census)(6 if dbguard.stress_index == 3 else 5)
+
+
 @pytest.mark.stress(threads=4, rounds=2, timeout=20)
 def test_nplusone(books):
     titles(4)
@@ -111,6 +123,20 @@ def test_duplicate(books):
 @pytest.mark.stress(threads=4, rounds=2, timeout=20)
 def test_twice(books):
     same_author(Book.objects.get(pk=books[0]).author_id, 2)
+
+
+@pytest.mark.stress(threads=4, rounds=2, timeout=20)
+def test_request_nplusone(books):
+    Client().get("/books/")
+
+
+@pytest.mark.stress(threads=4, rounds=2, timeout=20)
+def test_author_pages(books):
+    # the same author's page three times: three requests, each a unit of its own
+    client = Client()
+    author_id = Book.objects.get(pk=books[0]).author_id
+    for _ in range(3):
+        client.get(f"/authors/{author_id}/")
 
 
 @pytest.mark.stress(threads=4, rounds=1, timeout=20)
@@ -141,10 +167,12 @@ def test_counting_rules_judge_each_run_of_a_stressed_body(djproject, backend):
     djproject.write("shop/services.py", SERVICES)
     djproject.write_test(TESTS)
     result, tests = run_json(djproject)
-    result.assert_outcomes(passed=7, failed=2)
+    result.assert_outcomes(passed=8, failed=4)
     out = result.stdout.str()
     assert "FAILED test_shop.py::test_budget_broken" in out
+    assert "FAILED test_shop.py::test_async_budget_broken" in out
     assert "FAILED test_shop.py::test_nplusone" in out
+    assert "FAILED test_shop.py::test_request_nplusone" in out
     for name, entry in tests.items():
         # every run of every test ran: 4 threads x its rounds, none failed
         stress = entry["stress"]
@@ -153,8 +181,10 @@ def test_counting_rules_judge_each_run_of_a_stressed_body(djproject, backend):
 
     # near misses: per run of the body, 3 and exactly 5 queries are within a budget of 5,
     # however many queries the 4 threads x 2 rounds and the harness (connecting, closing) add
+    # and requests of several threads at once are each their own thread's unit: the same
+    # page three times is three units, as it is unstressed, never a duplicate
     for name in ("test_budget_kept", "test_budget_exactly", "test_two_lazy_loads", "test_twice",
-                 "test_fast"):
+                 "test_author_pages", "test_fast"):
         assert tests[name]["findings"] == [], name
     assert tests["test_budget_exactly"]["queries"]["call"] >= 8 * 5
 
@@ -174,6 +204,11 @@ def test_counting_rules_judge_each_run_of_a_stressed_body(djproject, backend):
     assert budget["evidence"]["lines"][-1] == RUNS.format(n=8, of=8, thread=2, rnd=1)
     assert out.count("query budget exceeded: 8 queries > budget 5") == 1  # once, not 8 times
 
+    # an async body: only thread 3's runs break the budget, 2 of 8
+    [in_async] = tests["test_async_budget_broken"]["findings"]
+    assert in_async["message"] == ("query budget exceeded: 6 queries > budget 5 (alias default) ("
+                                   + RUNS.format(n=2, of=8, thread=3, rnd=1) + ")")
+
     # N+1 in each run: one finding, deduplicated across the 8 runs
     [nplusone] = tests["test_nplusone"]["findings"]
     lazy_site = f"shop/services.py:{line_of(SERVICES, '# lazy author')}"
@@ -186,6 +221,17 @@ def test_counting_rules_judge_each_run_of_a_stressed_body(djproject, backend):
             nplusone["evidence"]["relation"]) == (4, lazy_site, "Book.author")
     assert nplusone["evidence"]["thread_rounds"] == {"count": 8, "of": 8,
                                                      "worst": {"thread": 0, "round": 1}}
+
+    # an N+1 inside a request a thread makes: the request is the unit, in that thread's run
+    [in_request] = tests["test_request_nplusone"]["findings"]
+    view_line = line_of(VIEWS, 'lines.append(f"{b.title} by {b.author.name}")')
+    view_site = f"shop/views.py:{view_line}"
+    assert (in_request["rule"], in_request["action"]) == ("nplusone", "fail")
+    assert in_request["evidence"]["site"] == view_site
+    assert in_request["evidence"]["unit"] == "request GET /books/"
+    assert in_request["evidence"]["count"] == 4
+    assert in_request["evidence"]["thread_rounds"] == {"count": 8, "of": 8,
+                                                       "worst": {"thread": 0, "round": 1}}
 
     # the same statement three times in each run: one duplicate finding
     [duplicate] = tests["test_duplicate"]["findings"]
@@ -236,3 +282,43 @@ def test_the_budget_finding_is_the_same_stressed_or_not(djproject, flags):
     assert finding["message"].startswith(
         "query budget exceeded: 6 queries > budget 5 (alias default)")
     assert ("thread_rounds" in finding["evidence"]) is bool(flags)
+
+
+TAKE_TURNS = '''
+import time
+
+import pytest
+from django.db import transaction
+
+from inventory.models import Product
+
+
+@pytest.fixture
+def product(transactional_db):
+    return Product.objects.create(sku="A", stock=100).pk
+
+
+@pytest.mark.stress(threads=3, rounds=2, timeout=20)
+def test_take_turns(product):
+    with transaction.atomic():
+        row = Product.objects.select_for_update().get(pk=product)  # lock
+        time.sleep(0.3)
+        row.stock -= 1
+        row.save(update_fields=["stock"])
+'''
+
+
+def test_waiting_for_another_threads_lock_is_not_a_slow_query(djproject_pg):
+    # Each thread holds the row 0.3 s: the second waits 0.3 s, the third 0.6 s for the
+    # SELECT ... FOR UPDATE, which is slow in their runs but never in the run that took the
+    # lock first. That is lock-wait's finding; slow-query stays quiet.
+    add_inventory(djproject_pg)
+    djproject_pg.write_test(TAKE_TURNS)
+    result, tests = run_json(djproject_pg)
+    result.assert_outcomes(passed=1)
+    entry = tests["test_take_turns"]
+    assert [r["errors"] for r in entry["stress"]["rounds"]] == [[], []]
+    assert [rule for rule in rules_of(entry) if rule != "lock-wait"] == []
+    lock = f"test_shop.py:{line_of(TAKE_TURNS, '# lock')}"
+    waits = [f for f in entry["findings"] if f["rule"] == "lock-wait"]
+    assert all(w["evidence"]["waits"][0]["blocked"]["site"] == lock for w in waits)

@@ -85,7 +85,7 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
 
             if runs is None:
                 runs = thread_round_records(record)
-            produced: Iterable[Finding] = judge_thread_rounds(spec.check, record, context, runs)
+            produced: Iterable[Finding] = judge_thread_rounds(spec, record, context, runs)
         else:
             produced = spec.check(record, context)
         for finding in produced:

@@ -77,6 +77,10 @@ class RuleSpec:
     probes: frozenset[str] = frozenset()
     options: tuple[RuleOption, ...] = ()
     stress: str = JUDGE
+    # THREAD_ROUNDS only: a finding stands only when every run of the body that ran its
+    # statement shows it (slow-query: waiting for another thread's lock slows some runs, never
+    # the one that took the lock first)
+    stress_every_run: bool = False
     # the option that switches the rule on (with default_action) when it is given a value;
     # without it the rule has nothing to look at and stays off
     switch: str | None = None

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..events import ROW_UNIT, Finding, TestRecord
+from ..events import ROW_SHAPE, ROW_SITE, ROW_UNIT, Finding, TestRecord
 from ..stress.facts import STRESS, StressFacts
-from .registry import Check, TestContext
+from .nplusone import site_text
+from .registry import RuleSpec, TestContext
 
 Run = tuple[tuple[int, int], TestRecord]  # ((round, thread), the record of that run alone)
 
@@ -44,9 +45,17 @@ def thread_round_records(record: TestRecord) -> list[Run]:
 def place_of(finding: Finding) -> tuple[Any, ...]:
     """What makes two runs' findings the same mistake: rule, relation, statement, place."""
     evidence = finding.evidence
-    sites = evidence.get("site_key") or evidence.get("site") or tuple(evidence.get("sites", ()))
+    sites = evidence.get("site") or tuple(evidence.get("sites", ())) or evidence.get("site_key")
     return (finding.rule, finding.phase, finding.action, evidence.get("relation"),
             evidence.get("fingerprint_id"), sites)
+
+
+def _statements(run: TestRecord) -> set[tuple[str, str]]:
+    """(fingerprint id, call site) of every statement one run of the body ran."""
+    phase = run.phase("call")
+    catalog = phase.catalog
+    return {(catalog.shapes[shape_i].fingerprint_id, site_text(catalog, site_i))
+            for shape_i, site_i in {(row[ROW_SHAPE], row[ROW_SITE]) for row in phase.rows}}
 
 
 def _severity(finding: Finding) -> float:
@@ -54,16 +63,23 @@ def _severity(finding: Finding) -> float:
     return float(evidence.get("ms", evidence.get("count", 0)))
 
 
-def judge_thread_rounds(check: Check, record: TestRecord, context: TestContext,
+def judge_thread_rounds(spec: RuleSpec, record: TestRecord, context: TestContext,
                         runs: list[Run]) -> list[Finding]:
     places: dict[tuple[Any, ...], list[tuple[tuple[int, int], Finding]]] = {}
     for key, run in runs:
         if not run.phase("call").rows:
             continue
-        for finding in check(run, context):
+        for finding in spec.check(run, context):
             places.setdefault(place_of(finding), []).append((key, finding))
+    ran: list[set[tuple[str, str]]] = (
+        [_statements(run) for _, run in runs] if spec.stress_every_run else [])
     findings = []
     for seen in places.values():
+        if spec.stress_every_run:
+            evidence = seen[0][1].evidence
+            statement = (evidence.get("fingerprint_id"), evidence.get("site"))
+            if len(seen) < sum(1 for statements in ran if statement in statements):
+                continue  # fine in some run: the others waited for it (a lock, the database)
         # the worst run; among equals the first (earliest round, lowest thread)
         (rnd, thread), worst = max(seen, key=lambda s: (_severity(s[1]), -s[0][0], -s[0][1]))
         findings.append(_name_runs(worst, len(seen), len(runs), thread, rnd))
