@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from pytest_dbguard.recording.recorder import Hub
 from pytest_dbguard.recording.threadrounds import stressed_body
 from pytest_dbguard.rules import builtin_registry, evaluate
 from pytest_dbguard.rules.budget import Budget
 from pytest_dbguard.stress.facts import STRESS, StressFacts, ThreadRoundUnit
 from tests.records import APP_SITE, RecordBuilder, context
+
+pytestmark = pytest.mark.unit
 
 BOOK = 'SELECT "id" FROM "book" WHERE "id" = 1'
 AUTHOR = 'SELECT "id" FROM "author" WHERE "id" = 1'
