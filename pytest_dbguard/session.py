@@ -208,33 +208,12 @@ class DbguardSession:
 
     def run_stress(self, item: pytest.Function, state: TestState) -> None:
         """Run the test body under stress; thread failures fail the test with their index."""
-        from .recording.threadrounds import stressed_body
-        from .stress.facts import STRESS
-        from .stress.report import (
-            failure_report,
-            make_site_of,
-            make_user_site_of,
-            test_arguments,
-        )
-        from .stress.runner import StressRunner
+        from .stress.report import failure_report, run_stressed
 
         assert state.stress is not None and state.recorder is not None and self.hub is not None
         assert self.recording is not None
-        func, kwargs = test_arguments(item.obj, item.funcargs)
-        # each thread's run of the body in each round is a unit of work of its own, split into
-        # its top-level calls when a rule groups by them (as an unstressed body is)
-        with stressed_body(self.hub, self.recording.body_code(func)) as thread_rounds:
-            runner = StressRunner(state.stress, func, kwargs, item.nodeid,
-                                  make_site_of(self.hub.classifier),
-                                  transactional=_transactional(item) is True,
-                                  display_path=self.hub.classifier.display_path,
-                                  site_of_frame=make_user_site_of(self.hub.classifier),
-                                  thread_round=thread_rounds.thread_round,
-                                  units=thread_rounds.units)
-            try:
-                runner.run()
-            finally:
-                state.recorder.facts[STRESS] = runner.facts()
+        runner = run_stressed(state.stress, item, self.hub, self.recording.body_code,
+                              _transactional(item) is True, state.recorder.facts)
         if not for_vendor(runner.vendor or "").samples_locks and not self._stress_vendor_noted:
             self._stress_vendor_noted = True
             self.notes.append(f"stress mode: {runner.lock_analysis}.")

@@ -87,7 +87,9 @@ class ThreadRounds:
 
     def units(self) -> tuple[tuple[int, int, int], ...]:
         """(unit, thread, round) of every unit a thread-round opened, by unit."""
-        return tuple((unit, thread, rnd) for unit, (thread, rnd) in sorted(self.owners.items()))
+        # a copy first: a thread a hang left behind may still open units
+        owners = dict(self.owners)
+        return tuple((unit, thread, rnd) for unit, (thread, rnd) in sorted(owners.items()))
 
 
 @contextmanager
