@@ -135,7 +135,19 @@ def rule_facts(rule_id: str) -> str:
     return (f"!!! info \"`{rule_id}` at a glance\"\n"
             f"    {spec.summary[0].upper() + spec.summary[1:]}. Default action under "
             f"`--dbguard`: **{_default(spec)}**. Judged {_when(spec)}."
-            + (f" Options: {_options(spec)}." if spec.options else ""))
+            + (f" Options: {_options(spec)}." if spec.options else "")
+            + _STRESS.get(spec.stress, ""))
+
+
+# what each stress behaviour of the registry (rules/registry.py) means, for the rule pages
+_STRESS = {
+    "thread-rounds": " Under `--dbguard-stress`: judged on each thread's run of the body in each "
+                     "round, one finding naming the worst run "
+                     "([stress mode](../guides/stress.md#budgets-n1-duplicates-and-slow-queries"
+                     "-under-stress)).",
+    "suspended": " Not judged under `--dbguard-stress`.",
+    "on": " On for every test `--dbguard-stress` stresses, with or without `--dbguard`.",
+}
 
 
 PLACEHOLDERS = {

@@ -208,25 +208,12 @@ class DbguardSession:
 
     def run_stress(self, item: pytest.Function, state: TestState) -> None:
         """Run the test body under stress; thread failures fail the test with their index."""
-        from .stress.report import (
-            failure_report,
-            make_site_of,
-            make_user_site_of,
-            test_arguments,
-        )
-        from .stress.runner import StressRunner
+        from .stress.report import failure_report, run_stressed
 
         assert state.stress is not None and state.recorder is not None and self.hub is not None
-        func, kwargs = test_arguments(item.obj, item.funcargs)
-        runner = StressRunner(state.stress, func, kwargs, item.nodeid,
-                              make_site_of(self.hub.classifier),
-                              transactional=_transactional(item) is True,
-                              display_path=self.hub.classifier.display_path,
-                              site_of_frame=make_user_site_of(self.hub.classifier))
-        try:
-            runner.run()
-        finally:
-            state.recorder.facts["stress"] = runner.facts()
+        assert self.recording is not None
+        runner = run_stressed(state.stress, item, self.hub, self.recording.body_code,
+                              _transactional(item) is True, state.recorder.facts)
         if not for_vendor(runner.vendor or "").samples_locks and not self._stress_vendor_noted:
             self._stress_vendor_noted = True
             self.notes.append(f"stress mode: {runner.lock_analysis}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,7 @@ from pytest_dbguard.config import rewrite_bare_stress_flag
 from pytest_dbguard.events import Finding, TestRecord
 from pytest_dbguard.rules import evaluate
 from pytest_dbguard.rules.stress import check_stress_hang, deadlock_findings
+from pytest_dbguard.stress.facts import DeadlockEvent, HangFacts, StressFacts
 from pytest_dbguard.stress.watchdog import _cycles, parse_deadlock_detail, sqlstate_of
 from tests.stress_project import line_of
 
@@ -268,16 +270,22 @@ def side(thread: int, pid: int, blocker: int) -> dict:
                           "object": "transaction 5", "relation": "t", "row": "(0,1)"}}
 
 
-def deadlock_event(round_index: int, propagated: bool) -> dict:
-    return {"round": round_index, "thread": 1, "at_ms": 250.0, "site": "shop.py:9",
-            "sql": "UPDATE t SET x = %s", "detail": {}, "victim_pid": 21,
-            "propagated": propagated, "sides": [side(0, 20, 21), side(1, 21, 20)],
-            "seen_by_watchdog": True, "seen_after_ms": 60.0}
+def deadlock_event(round_index: int, propagated: bool) -> DeadlockEvent:
+    return DeadlockEvent(round=round_index, thread=1, at_ms=250.0, site="shop.py:9",
+                         sql="UPDATE t SET x = %s", detail={}, victim_pid=21,
+                         propagated=propagated, sides=(side(0, 20, 21), side(1, 21, 20)),
+                         seen_by_watchdog=True, seen_after_ms=60.0)
+
+
+def stress_facts(**given: Any) -> StressFacts:
+    return StressFacts(**{"threads": 2, "rounds_planned": 3, "rounds_run": 3, "timeout_s": 5.0,
+                          "seed": 1, "is_async": False, "vendor": "postgresql",
+                          "lock_analysis": "on", "lock_wait_ms": 200, **given})
 
 
 def test_retried_deadlock_stays_a_warning_under_a_failing_rule():
-    stress = {"rounds_run": 3, "deadlocks": [deadlock_event(1, False), deadlock_event(2, True),
-                                             deadlock_event(3, True)]}
+    stress = stress_facts(deadlocks=(deadlock_event(1, False), deadlock_event(2, True),
+                                     deadlock_event(3, True)))
     found = deadlock_findings(stress, "t.py::test")
     assert [(f.action, f.evidence["rounds"]) for f in found] == [("warn", [1]), ("fail", [2, 3])]
     record = TestRecord("t.py::test", {}, facts={"stress": stress})
@@ -301,12 +309,13 @@ def _context():
 
 
 def test_hang_message_without_postgres():
-    hang = {"round": 2, "timeout_s": 1.5, "stuck_threads": [1], "stacks": {
-        "0": [], "1": [f"t.py:{n} in f{n}: pass" for n in range(1, 15)]},
-        "graph": None, "cancelled_pids": [], "terminated_pids": [], "abandoned_threads": [1],
-        "ended_after_ms": 1500.4,
-        "lock_analysis": "lock analysis needs PostgreSQL (this run uses sqlite)"}
-    record = TestRecord("t.py::test", {}, facts={"stress": {"rounds_planned": 3, "hang": hang}})
+    hang = HangFacts(
+        round=2, timeout_s=1.5, stuck_threads=(1,),
+        stacks={"0": [], "1": [f"t.py:{n} in f{n}: pass" for n in range(1, 15)]},
+        graph=None, cancelled_pids=(), terminated_pids=(), abandoned_threads=(1,),
+        ended_after_ms=1500.4,
+        lock_analysis="lock analysis needs PostgreSQL (this run uses sqlite)")
+    record = TestRecord("t.py::test", {}, facts={"stress": stress_facts(hang=hang)})
     [finding] = check_stress_hang(record, _context())
     assert isinstance(finding, Finding)
     assert finding.message == ("stress round 2 of 3 did not finish within 1.5 s: thread 1 stuck; "

@@ -59,6 +59,8 @@ class Hub:
         self.unit_labels: dict[int, str] = {}
         # the test body's units while the call phase runs (recording.bodysteps.BodySteps)
         self.body: Any = None
+        # under stress (recording.threadrounds.ThreadRounds): requests open units per thread
+        self.thread_units: Any = None
         self.recorder: TestRecorder | None = None
         self.shared_rows: list[QueryRow] = []
         self.shared_query_count = 0
@@ -76,10 +78,21 @@ class Hub:
     def begin_unit(self, label: str) -> None:
         with self._lock:
             self._unit_seq += 1
-            self.unit = self._unit_seq
-            self.unit_labels[self.unit] = label
+            unit = self._unit_seq
+            self.unit_labels[unit] = label
+        per_thread = self.thread_units
+        if per_thread is not None:
+            # requests of several stressed threads at once: each is its thread's unit, and
+            # the session-wide unit (which every thread's tap reads first) stays unset
+            per_thread.begin_request(unit)
+            return
+        self.unit = unit
 
     def end_unit(self) -> None:
+        per_thread = self.thread_units
+        if per_thread is not None:
+            per_thread.end_request()
+            return
         self.unit = 0
 
     def new_unit(self) -> int:

@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 
 from ..events import PHASES, Finding, TestRecord
 from ..rules.known import KNOWN_REASON
+from ..stress.facts import STRESS
 
 SCHEMA = "pytest-dbguard/1"
 TOP_FINGERPRINTS = 5
@@ -99,7 +100,7 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
         "call_completed": call_completed,
         "location": {"path": location[0], "line": location[1]} if location else None,
         # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
-        "stress": record.facts.get("stress"),
+        "stress": _stress(record),
     }
 
 
@@ -196,3 +197,8 @@ def builtin_rule_table() -> dict[str, tuple[str, str]]:
     from ..rules import builtin_registry
 
     return {spec.id: (spec.default_action, spec.summary) for spec in builtin_registry()}
+
+
+def _stress(record: TestRecord) -> dict[str, Any] | None:
+    facts = record.facts.get(STRESS)
+    return facts.to_dict() if facts is not None else None

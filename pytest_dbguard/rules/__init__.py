@@ -9,10 +9,11 @@ their one default, how it behaves under stress, and its check. Built-in rules de
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..stress.facts import STRESS
 from .registry import (  # noqa: F401  (the registry's public names)
     _BUILTIN,
     ACTIONS,
@@ -30,6 +31,7 @@ from .registry import (  # noqa: F401  (the registry's public names)
     STAGES,
     STRESS_ON,
     SUSPENDED,
+    THREAD_ROUNDS,
     Check,
     RuleError,
     RuleOption,
@@ -75,11 +77,20 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
     """
     findings: list[Finding] = []
     ran_queries = bool(record.phase("call").rows)
+    runs = None  # a stressed test's runs of the body, split on first use
     for spec in (registry if registry is not None else builtin_registry()).at_stage(stage):
         action = actions.get(spec.id, "off")
         if action == "off" or (spec.needs_call_queries and not ran_queries):
             continue
-        for finding in spec.check(record, context):
+        if spec.stress == THREAD_ROUNDS and STRESS in record.facts:
+            from .threadrounds import judge_thread_rounds, thread_round_records
+
+            if runs is None:
+                runs = thread_round_records(record)
+            produced: Iterable[Finding] = judge_thread_rounds(spec, record, context, runs)
+        else:
+            produced = spec.check(record, context)
+        for finding in produced:
             reason = allowed.get(spec.id)
             # A check may mark one finding milder than its rule (a deadlock the code retried is
             # a warning under a failing `deadlock` rule); the configured action still caps it.

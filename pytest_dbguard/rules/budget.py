@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..events import ROW_CONN, ROW_SHAPE, Finding, PhaseRecord, TestRecord, alias_filter
 from ..text import short_sql
-from .registry import SUSPENDED, TestContext, rule
+from .registry import THREAD_ROUNDS, TestContext, rule
 
 # How many query shapes a budget message lists before summarising the rest.
 SHAPES_SHOWN = 8
@@ -98,7 +98,7 @@ def describe_excess(phase: PhaseRecord, budget: Budget, nodeid: str, where: str 
 
 
 @rule("budget", "fail", "call-phase queries exceed query_budget(n) or --dbguard-max-queries",
-      marker="query_budget", stress=SUSPENDED, needs_call_queries=True)
+      marker="query_budget", stress=THREAD_ROUNDS, needs_call_queries=True)
 def check_budget(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     budget = context.budget
     if budget is None and context.max_queries is not None:

@@ -31,7 +31,7 @@ from .registry import (
     PROBE_BODY_UNITS,
     PROBE_LOAD_GROUPS,
     PROBE_PARAM_KEYS,
-    SUSPENDED,
+    THREAD_ROUNDS,
     RuleOption,
     TestContext,
     rule,
@@ -153,7 +153,7 @@ def fix_for(relation: Relation, field_name: str, context: QueryContext) -> str:
 
 @rule("nplusone", "fail", "one query shape repeated by lazy relation access",
       options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_LOAD_GROUPS, PROBE_BODY_UNITS}),
-      stress=SUSPENDED, needs_call_queries=True)
+      stress=THREAD_ROUNDS, needs_call_queries=True)
 def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:
@@ -252,7 +252,7 @@ def _plain_groups(phase: PhaseRecord, reads_only: bool
 
 
 @rule("nplusone-loop", "warn", "one query shape repeated from one call site in a loop",
-      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_BODY_UNITS}), stress=SUSPENDED,
+      options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_BODY_UNITS}), stress=THREAD_ROUNDS,
       needs_call_queries=True)
 def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
@@ -341,7 +341,7 @@ def _lazy_repeats(phase: PhaseRecord) -> dict[tuple[int, int], tuple[list[QueryR
 
 @rule("duplicate", "warn", "the same SQL with the same parameters repeated",
       options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS, PROBE_BODY_UNITS}),
-      stress=SUSPENDED, needs_call_queries=True)
+      stress=THREAD_ROUNDS, needs_call_queries=True)
 def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     if not phase.rows:

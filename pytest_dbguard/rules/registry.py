@@ -29,8 +29,11 @@ ACTIONS = ("fail", "warn", "off")
 STAGES = ("call", "teardown")
 
 # How a rule treats a test that --dbguard-stress runs in threads:
-JUDGE = "judge"  # as any other test
-SUSPENDED = "suspended"  # off: a stressed body repeats every query by design, locks make it slow
+JUDGE = "judge"  # as any other test, on the whole stressed run
+# each thread's run of the body in each round (a thread-round) judged on its own, as an
+# unstressed body is; one finding per place, naming the worst thread-round (threadrounds.py)
+THREAD_ROUNDS = "thread-rounds"
+SUSPENDED = "suspended"  # off: what the rule judges means nothing for a stressed body
 STRESS_ON = "on"  # on with its default action, even without --dbguard
 
 
@@ -75,6 +78,10 @@ class RuleSpec:
     probes: frozenset[str] = frozenset()
     options: tuple[RuleOption, ...] = ()
     stress: str = JUDGE
+    # THREAD_ROUNDS only: a finding stands only when every run of the body that ran its
+    # statement shows it (slow-query: waiting for another thread's lock slows some runs, never
+    # the one that took the lock first)
+    stress_every_run: bool = False
     # the option that switches the rule on (with default_action) when it is given a value;
     # without it the rule has nothing to look at and stays off
     switch: str | None = None

@@ -29,7 +29,7 @@ from .registry import (
     PROBE_EXPLAIN,
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,
-    SUSPENDED,
+    THREAD_ROUNDS,
     RuleOption,
     TestContext,
     rule,
@@ -48,8 +48,8 @@ class QueryTimeout:
 
 
 @rule("slow-query", "warn", "one query took longer than --dbguard-slow-ms",
-      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=SUSPENDED,
-      needs_call_queries=True)
+      options=(RuleOption("slow_ms", DEFAULT_SLOW_MS, "--dbguard-slow-ms"),), stress=THREAD_ROUNDS,
+      stress_every_run=True, needs_call_queries=True)
 def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..events import Finding, TestRecord
 from ..facts import CALL_ERROR, CallError
+from ..stress.facts import STRESS, DeadlockEvent, StressFacts
 from .lockwait import lock_waits_outside_stress
 from .registry import PROBE_LOCKS, STRESS_ON, RuleOption, TestContext, rule
 
@@ -75,39 +76,37 @@ def side_lines(sides: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _deadlock_signature(event: dict[str, Any]) -> tuple[Any, ...]:
+def _deadlock_signature(event: DeadlockEvent) -> tuple[Any, ...]:
     """The same statements at the same lines deadlocking, however many threads joined in."""
-    sides = event.get("sides") or []
-    shape = frozenset((s.get("site") or "", s.get("sql") or "") for s in sides)
-    return (event["propagated"], shape or frozenset({(event.get("site") or "",
-                                                     event.get("sql") or "")}))
+    shape = frozenset((s.get("site") or "", s.get("sql") or "") for s in event.sides)
+    return (event.propagated, shape or frozenset({(event.site or "", event.sql or "")}))
 
 
-def deadlock_findings(stress: dict[str, Any], nodeid: str) -> list[Finding]:
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for event in stress.get("deadlocks", ()):
+def deadlock_findings(stress: StressFacts, nodeid: str) -> list[Finding]:
+    groups: dict[tuple[Any, ...], list[DeadlockEvent]] = {}
+    for event in stress.deadlocks:
         groups.setdefault(_deadlock_signature(event), []).append(event)
-    rounds_run = stress.get("rounds_run", 0)
+    rounds_run = stress.rounds_run
     findings = []
     for (propagated, _shape), events in groups.items():
         first = events[0]
-        rounds = sorted({e["round"] for e in events})
-        sides = first.get("sides") or []
+        rounds = sorted({e.round for e in events})
+        sides = list(first.sides)
         kind = "propagated to the test" if propagated else "caught and retried by the code"
-        sizes = sorted({max(len(e.get("sides") or ()), 2) for e in events})
+        sizes = sorted({max(len(e.sides), 2) for e in events})
         between = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
         message = (f"deadlock between {between} threads in {len(rounds)} of "
                    f"{rounds_run} rounds (PostgreSQL {DEADLOCK}, {kind})")
         lines = side_lines(sides)
-        victim = who(first.get("thread"), first.get("victim_pid"))
-        site = f" at {first['site']}" if first.get("site") else ""
-        lines.append(f"PostgreSQL aborted {victim}{site} after {first['at_ms']:.0f} ms "
-                     f"(round {first['round']})"
-                     + (f"; the watchdog saw the cycle after {first['seen_after_ms']:.0f} ms"
-                        if first.get("seen_after_ms") is not None else
+        victim = who(first.thread, first.victim_pid)
+        site = f" at {first.site}" if first.site else ""
+        lines.append(f"PostgreSQL aborted {victim}{site} after {first.at_ms:.0f} ms "
+                     f"(round {first.round})"
+                     + (f"; the watchdog saw the cycle after {first.seen_after_ms:.0f} ms"
+                        if first.seen_after_ms is not None else
                         "; the watchdog did not sample the cycle, sides are from PostgreSQL's "
                         "error detail"))
-        detection = [e["at_ms"] for e in events]
+        detection = [e.at_ms for e in events]
         findings.append(Finding(
             rule="deadlock",
             nodeid=nodeid,
@@ -120,7 +119,7 @@ def deadlock_findings(stress: dict[str, Any], nodeid: str) -> list[Finding]:
                 "rounds": rounds,
                 "count": len(events),
                 "sides": sides,
-                "detail": first.get("detail"),
+                "detail": first.detail,
                 "detected_after_ms": {"min": min(detection), "max": max(detection)},
                 "lines": lines,
             },
@@ -153,7 +152,7 @@ def deadlocks_outside_stress(record: TestRecord) -> list[Finding]:
 
 @rule("deadlock", "fail", "PostgreSQL reported a deadlock", stress=STRESS_ON)
 def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    stress = record.facts.get("stress")
+    stress: StressFacts | None = record.facts.get(STRESS)
     if stress is None:
         return deadlocks_outside_stress(record)
     return deadlock_findings(stress, record.nodeid)
@@ -163,17 +162,17 @@ def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding
       options=(RuleOption("lock_wait_ms", DEFAULT_LOCK_WAIT_MS, "--dbguard-lock-wait-ms"),),
       probes=frozenset({PROBE_LOCKS}))
 def check_lock_wait(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    stress = record.facts.get("stress")
-    if not stress:
+    stress: StressFacts | None = record.facts.get(STRESS)
+    if stress is None:
         return lock_waits_outside_stress(record, context, LOCK_WAIT_HINT, DEFAULT_LOCK_WAIT_MS)
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for wait in stress.get("lock_waits", ()):
+    for wait in stress.lock_waits:
         blocked = wait["blocked"]
         key = (blocked.get("site"), blocked.get("sql"),
                tuple(sorted((b.get("site") or "", b.get("sql") or "") for b in wait["blockers"])))
         groups.setdefault(key, []).append(wait)
     findings = []
-    threshold = stress.get("lock_wait_ms")
+    threshold = stress.lock_wait_ms
     for waits in groups.values():
         longest = max(waits, key=lambda w: w["wait_ms"])
         blocked = longest["blocked"]
@@ -220,34 +219,34 @@ def graph_lines(graph: dict[str, Any] | None) -> list[str]:
 
 @rule("stress-hang", "fail", "a stress round did not finish in time", stress=STRESS_ON)
 def check_stress_hang(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    stress = record.facts.get("stress") or {}
-    hang = stress.get("hang")
-    if not hang:
+    stress: StressFacts | None = record.facts.get(STRESS)
+    hang = stress.hang if stress is not None else None
+    if stress is None or hang is None:
         return ()
-    stuck = hang["stuck_threads"]
-    ended = hang["ended_after_ms"] / 1000.0
+    stuck = hang.stuck_threads
+    ended = hang.ended_after_ms / 1000.0
     action_text = []
-    if hang["cancelled_pids"]:
-        action_text.append(f"cancelled pid {', '.join(map(str, hang['cancelled_pids']))}")
-    if hang["terminated_pids"]:
-        action_text.append(f"terminated pid {', '.join(map(str, hang['terminated_pids']))}")
+    if hang.cancelled_pids:
+        action_text.append(f"cancelled pid {', '.join(map(str, hang.cancelled_pids))}")
+    if hang.terminated_pids:
+        action_text.append(f"terminated pid {', '.join(map(str, hang.terminated_pids))}")
     done = "; dbguard " + " and ".join(action_text) if action_text else ""
-    message = (f"stress round {hang['round']} of {stress['rounds_planned']} did not finish within "
-               f"{hang['timeout_s']:g} s: thread{'s' if len(stuck) != 1 else ''} "
+    message = (f"stress round {hang.round} of {stress.rounds_planned} did not finish within "
+               f"{hang.timeout_s:g} s: thread{'s' if len(stuck) != 1 else ''} "
                f"{', '.join(map(str, stuck))} stuck{done}; the round ended after {ended:.1f} s")
-    lines = graph_lines(hang.get("graph"))
-    if hang.get("lock_analysis") != "on":
-        lines.append(f"no backend was cancelled: {hang.get('lock_analysis')}")
+    lines = graph_lines(hang.graph)
+    if hang.lock_analysis != "on":
+        lines.append(f"no backend was cancelled: {hang.lock_analysis}")
     for index in stuck:
-        stack = hang["stacks"].get(str(index)) or []
+        stack = hang.stacks.get(str(index)) or []
         lines.append(f"thread {index} was at (innermost last):")
         shown = stack[-STACK_FRAMES_SHOWN:]
         if len(stack) > len(shown):
             lines.append(f"    ... {len(stack) - len(shown)} outer frames")
         lines.extend(f"    {frame}" for frame in shown)
-    if hang["abandoned_threads"]:
-        lines.append(f"thread{'s' if len(hang['abandoned_threads']) != 1 else ''} "
-                     f"{', '.join(map(str, hang['abandoned_threads']))} did not return even "
+    if hang.abandoned_threads:
+        lines.append(f"thread{'s' if len(hang.abandoned_threads) != 1 else ''} "
+                     f"{', '.join(map(str, hang.abandoned_threads))} did not return even "
                      "after their backends were stopped (a Python-level wait): left behind as "
                      "daemon threads so the session goes on")
     return (Finding(
@@ -256,5 +255,5 @@ def check_stress_hang(record: TestRecord, context: TestContext) -> Iterable[Find
         phase="call",
         message=message,
         hint=HANG_HINT,
-        evidence={"hang": hang, "lines": lines},
+        evidence={"hang": hang.to_dict(), "lines": lines},
     ),)

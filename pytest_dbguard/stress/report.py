@@ -1,4 +1,4 @@
-"""What the stress runner needs from a test and tells back: its body, call sites, failure text."""
+"""What the stress runner needs from a test and tells back: body, run, call sites, failures."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 from ..recording.callsite import THIRD_PARTY, USER, FrameClassifier
 
 if TYPE_CHECKING:
+    import pytest
+
+    from ..recording.recorder import Hub
+    from . import StressPlan
     from .runner import StressRunner
 
 # Thread failures listed one per line before the first one's traceback.
@@ -38,6 +42,33 @@ def test_arguments(obj: Callable[..., Any], funcargs: dict[str, Any]
     except (TypeError, ValueError):
         names = []
     return func, {name: funcargs[name] for name in names if name in funcargs}
+
+
+def run_stressed(plan: StressPlan, item: pytest.Function, hub: Hub,
+                 body_code: Callable[[Any], Any], transactional: bool,
+                 facts: dict[str, Any]) -> StressRunner:
+    """Run the test's body under stress; its facts land in `facts` even if the run fails.
+
+    Each thread's run of the body in each round is a unit of work of its own, split into its
+    top-level calls when a rule groups by them (as an unstressed body is).
+    """
+    from ..recording.threadrounds import stressed_body
+    from .facts import STRESS
+    from .runner import StressRunner
+
+    func, kwargs = test_arguments(item.obj, item.funcargs)
+    with stressed_body(hub, body_code(func)) as thread_rounds:
+        runner = StressRunner(plan, func, kwargs, item.nodeid, make_site_of(hub.classifier),
+                              transactional=transactional,
+                              display_path=hub.classifier.display_path,
+                              site_of_frame=make_user_site_of(hub.classifier),
+                              thread_round=thread_rounds.thread_round,
+                              units=thread_rounds.units)
+        try:
+            runner.run()
+        finally:
+            facts[STRESS] = runner.facts()
+    return runner
 
 
 def make_site_of(classifier: FrameClassifier) -> Callable[[FrameType | None], str | None]:
@@ -90,9 +121,9 @@ def failure_report(runner: StressRunner) -> str:
     ]
     for error in errors[:FAILURES_LISTED]:
         site = f"  at {error.site}" if error.site else ""
-        text = error.to_dict()
-        lines.append(f"  round {error.round}, thread {error.index}: {text['type']}: "
-                     f"{text['message']}{site}")
+        text = error.failure()
+        lines.append(f"  round {error.round}, thread {error.index}: {text.type}: "
+                     f"{text.message}{site}")
     if len(errors) > FAILURES_LISTED:
         lines.append(f"  ... {len(errors) - FAILURES_LISTED} more")
     first = errors[0]

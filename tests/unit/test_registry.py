@@ -13,6 +13,7 @@ from pytest_dbguard.rules import (
     STAGES,
     STRESS_ON,
     SUSPENDED,
+    THREAD_ROUNDS,
     RuleError,
     RuleOption,
     RuleRegistry,
@@ -35,7 +36,7 @@ def noop(record, context):
 def test_builtin_rule_declares_itself_fully(spec):
     assert spec.default_action in ACTIONS
     assert spec.stage in STAGES
-    assert spec.stress in (JUDGE, SUSPENDED, STRESS_ON)
+    assert spec.stress in (JUDGE, THREAD_ROUNDS, SUSPENDED, STRESS_ON)
     assert spec.summary and spec.summary == spec.summary.strip()
     assert callable(spec.check) and spec.builtin
     # a switched rule reads its switch as one of its own options
@@ -63,9 +64,10 @@ def test_stress_behaviour_is_declared_per_rule():
     for spec in BUILTIN:
         by_stress.setdefault(spec.stress, set()).add(spec.id)
     assert by_stress[STRESS_ON] == {"deadlock", "lock-wait", "stress-hang"}
-    assert by_stress[SUSPENDED] == {"budget", "nplusone", "nplusone-loop", "duplicate",
-                                    "slow-query", "regression", "escaped-write",
-                                    "unused-eager-load"}
+    # the counting rules judge each thread's run of the body in each round on its own
+    assert by_stress[THREAD_ROUNDS] == {"budget", "nplusone", "nplusone-loop", "duplicate",
+                                        "slow-query"}
+    assert by_stress[SUSPENDED] == {"regression", "escaped-write", "unused-eager-load"}
 
 
 @pytest.mark.parametrize("rule_id", [
