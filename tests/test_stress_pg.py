@@ -40,14 +40,19 @@ def findings(entry: dict[str, Any], rule: str) -> list[dict[str, Any]]:
     return [f for f in entry["findings"] if f["rule"] == rule]
 
 
+# Planted: each thread takes its first row, then both meet on a barrier before reaching for the
+# other's row, so every round deadlocks however late the OS schedules one of them (a sleep
+# instead only deadlocks when the threads happen to start within the sleep of each other).
 DEADLOCKS = HEADER + """
+BOTH_HOLD_ONE_ROW = threading.Barrier(2)
+
 
 @pytest.mark.stress(threads=2, rounds=20, timeout=5)
 def test_update_order(skus, dbguard):
     first, second = skus if dbguard.stress_index == 0 else skus[::-1]
     with transaction.atomic():
         Product.objects.filter(pk=first).update(stock=F("stock") - 1)
-        time.sleep(0.1)
+        BOTH_HOLD_ONE_ROW.wait(timeout=4)
         Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
 
 
@@ -59,7 +64,8 @@ def test_select_for_update(skus, dbguard):
             product = Product.objects.select_for_update().get(pk=pk)  # lock
             product.stock -= 1
             product.save()
-            time.sleep(0.1)
+            if pk == order[0]:
+                BOTH_HOLD_ONE_ROW.wait(timeout=4)
 """
 
 

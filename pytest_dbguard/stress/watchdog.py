@@ -129,6 +129,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._round: int | None = None
         self._round_started = 0.0
+        self._round_starts: dict[int, float] = {}
         self._hung_rounds: set[int] = set()
         # (round, pid, query_start) -> the longest wait seen for that statement
         self._waits: dict[tuple[int, int, float], dict[str, Any]] = {}
@@ -177,7 +178,7 @@ class Watchdog:
                 self._conn = None
 
     def begin_round(self, index: int, started: float) -> None:
-        self._round_started = started
+        self._round_started = self._round_starts[index] = started
         self._round = index
 
     def end_round(self) -> None:
@@ -199,6 +200,10 @@ class Watchdog:
         backends = {b.pid: b for b in self.registry.watched(index)}
         if not backends:
             return None
+        # where each thread is before the catalog query and after it: a thread's line counts
+        # only when both agree, so a thread that moved on (its deadlock resolved meanwhile)
+        # never lends the next line to a wait the catalog still showed
+        sites_before = self._sites(backends)
         with self._lock:
             if self._conn is None:
                 return None
@@ -209,7 +214,6 @@ class Watchdog:
                 return None
         self.samples += 1
         now = time.perf_counter()
-        frames = sys._current_frames()
         nodes: dict[int, dict[str, Any]] = {}
         wait_s_of: dict[int, float | None] = {}
         start_of: dict[int, float] = {}
@@ -246,8 +250,10 @@ class Watchdog:
         if any(node["waits_for"] for node in nodes.values()):
             # where each thread is in its Python code: the waiter's statement, and what the
             # lock holder is doing meanwhile (sleeping, calling out, waiting on a Python lock)
+            sites_after = self._sites(backends)
             for node in nodes.values():
-                node["site"] = self.site_of(frames.get(backends[node["pid"]].ident))
+                site = sites_after.get(node["pid"])
+                node["site"] = site if site == sites_before.get(node["pid"]) else None
         for pid, node in nodes.items():
             if node["waits_for"] is None:
                 continue
@@ -299,6 +305,10 @@ class Watchdog:
             self._worst = graph
         return graph
 
+    def _sites(self, backends: dict[int, Backend]) -> dict[int, str | None]:
+        frames = sys._current_frames()
+        return {pid: self.site_of(frames.get(b.ident)) for pid, b in backends.items()}
+
     def snapshot(self) -> dict[str, Any] | None:
         """A fresh graph for a hang report (the round is still running when it is taken)."""
         index = self._round
@@ -349,6 +359,14 @@ class Watchdog:
 
     def cycle_for(self, index: int, victim_pid: int | None, pids: Iterable[int]
                   ) -> dict[str, Any] | None:
+        """The cycle of a deadlock PostgreSQL reported between `pids` (its 40P01 detail).
+
+        A sample that caught every side waiting at once is best. PostgreSQL's word on the pair
+        is authoritative, though, and a side that joined the cycle just before the deadlock
+        check may never be caught at the same moment as the others: then the cycle is put
+        together from each side's own sampled wait, provided every side was seen waiting for
+        another member of the cycle.
+        """
         wanted = set(pids)
         best = None
         for (round_index, members), cycle in self._cycles.items():
@@ -358,7 +376,36 @@ class Watchdog:
                 return cycle
             if victim_pid is not None and victim_pid in members:
                 best = best or cycle
-        return best
+        return best or self._cycle_from_waits(index, wanted)
+
+    def _cycle_from_waits(self, index: int, pids: set[int]) -> dict[str, Any] | None:
+        if len(pids) < 2:
+            return None
+        latest: dict[int, dict[str, Any]] = {}
+        for (round_index, pid, _), wait in self._waits.items():
+            if round_index != index or pid not in pids:
+                continue
+            if not set(wait["blocked"]["blocked_by"]) & (pids - {pid}):
+                continue
+            if pid not in latest or wait["first_seen"] > latest[pid]["first_seen"]:
+                latest[pid] = wait
+        if set(latest) != pids:
+            return None  # a side was never seen waiting: PostgreSQL's detail alone tells
+        order = [min(pids)]
+        while len(order) < len(pids):
+            nxt = [b for b in latest[order[-1]]["blocked"]["blocked_by"]
+                   if b in pids and b not in order]
+            order.append(nxt[0] if nxt else min(pids - set(order)))
+        for wait in latest.values():
+            wait["in_cycle"] = True
+        cycle = self._cycles[(index, frozenset(pids))] = {
+            "round": index,
+            "pids": order,
+            "seen_after_ms": round((max(w["first_seen"] for w in latest.values())
+                                    - self._round_starts[index]) * 1000.0, 1),
+            "sides": [dict(latest[pid]["blocked"]) for pid in order],
+        }
+        return cycle
 
     def worst_graph(self) -> dict[str, Any] | None:
         return self._worst
