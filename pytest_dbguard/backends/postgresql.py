@@ -30,7 +30,8 @@ SELECT a.pid, a.state, a.wait_event_type, a.query,
        w.transactionid::text AS xid, w.page AS w_page, w.tuple AS w_tuple,
        {wait_s} AS wait_s,
        t.relation::regclass::text AS row_relation, t.page, t.tuple,
-       a.datname, a.backend_start
+       a.datname, a.backend_start,
+       a.state = 'active' AND {settled} AS settled
 FROM pg_stat_activity a
 LEFT JOIN LATERAL (SELECT * FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1) w
        ON true
@@ -40,6 +41,13 @@ WHERE a.pid = ANY(%s)
 """
 # pg_locks.waitstart exists from PostgreSQL 14; before that the first sample dates a wait.
 _WAIT_S_14 = "extract(epoch FROM clock_timestamp() - w.waitstart)::float8"
+# pg_stat_activity gives the query text, state and query_start from a snapshot taken once per
+# statement, but wait_event_type and pg_blocking_pids() are read live, row by row: a backend
+# that began to wait after the snapshot would pair its wait with the text of the statement
+# before it (a BEGIN, say). A wait that began before this statement did was already going on
+# when the snapshot was taken, so the snapshot shows the statement that waits. (Before 14 the
+# server cannot tell when a wait began; only the state is checked.)
+_SETTLED_14 = "w.waitstart IS NOT NULL AND w.waitstart <= statement_timestamp()"
 
 # Cancels and terminates only a backend that is still the session first seen: a pid the server
 # reused for someone else's connection has another backend_start (or database). The check and
@@ -51,14 +59,17 @@ JOIN unnest(%s::int[], %s::text[], %s::timestamptz[]) AS seen(pid, datname, back
   ON a.pid = seen.pid AND a.datname = seen.datname AND a.backend_start = seen.backend_start
 """
 
-# The lock sampler outside stress mode: backends of the test database waiting on a lock.
+# The lock sampler outside stress mode: backends of the test database waiting on a lock. The
+# activity row is a snapshot and the wait event live (see _SETTLED_14): a waiter must also be
+# active in the snapshot, so an idle backend's last statement is never taken for the waiting one.
 _LOCK_WAITS_SQL = """
 SELECT w.pid, w.query, extract(epoch FROM clock_timestamp() - w.query_start) * 1000,
        b.pid, b.state, b.query
 FROM pg_stat_activity w
 CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
 JOIN pg_stat_activity b ON b.pid = blocking.pid
-WHERE w.datname = ANY(%s) AND w.wait_event_type = 'Lock' AND w.pid <> pg_backend_pid()
+WHERE w.datname = ANY(%s) AND w.wait_event_type = 'Lock' AND w.state = 'active'
+  AND w.pid <> pg_backend_pid()
 """
 
 # The census: client backends of the test database(s) that started since the test began.
@@ -174,17 +185,21 @@ class Watch(LockMonitor):
 
     def __init__(self, conn: Any, version: int) -> None:
         self.conn = conn
-        self.sql = _WATCHDOG_SQL.format(wait_s=_WAIT_S_14 if version >= 140000 else "NULL")
+        modern = version >= 140000
+        self.sql = _WATCHDOG_SQL.format(wait_s=_WAIT_S_14 if modern else "NULL",
+                                        settled=_SETTLED_14 if modern else "true")
 
     def sample(self, pids: list[int]) -> list[SessionSample]:
         out = []
         for row in self.conn.execute(self.sql, (pids,)).fetchall():
             (pid, state, wait_type, query, query_start, blockers, locktype, mode, relation,
-             xid, w_page, w_tuple, wait_s, row_relation, page, tup, datname, started) = row
-            # pg_stat_activity is read once per statement, pg_blocking_pids() live: a backend
-            # counts as waiting only when both agree, so a stale activity row (the previous
-            # statement's text) never becomes a side of a deadlock or a lock wait
-            waiting = bool(blockers) and wait_type == "Lock"
+             xid, w_page, w_tuple, wait_s, row_relation, page, tup, datname, started,
+             settled) = row
+            # a backend counts as waiting only when the live reads (a Lock wait, blockers)
+            # agree and its wait was settled before the activity snapshot (see _SETTLED_14),
+            # so a stale activity row never becomes a side of a deadlock or a lock wait; a
+            # wait too new for this sample is seen by the next one
+            waiting = bool(blockers) and wait_type == "Lock" and bool(settled)
             waits_for = None
             if waiting:
                 waits_for = {

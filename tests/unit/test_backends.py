@@ -128,21 +128,26 @@ def test_postgresql_watch_counts_a_wait_only_when_activity_and_blockers_agree():
 
     started = "2026-01-01 00:00:00+00"
     rows = [
-        # waiting: a Lock wait event and live blockers, a row lock on a transaction
+        # waiting: a Lock wait event and live blockers, a row lock on a transaction, and the
+        # wait began before the sample's activity snapshot
         (10, "active", "Lock", "UPDATE t", 100.5, [11], "transactionid", "ShareLock", None,
-         "7", None, None, 0.25, "t", 0, 3, "db", started),
+         "7", None, None, 0.25, "t", 0, 3, "db", started, True),
         # live blockers but the activity row already shows no lock wait: stale, not waiting
         (11, "active", "Client", "UPDATE t", 100.0, [10], None, None, None, None, None, None,
-         None, None, None, None, "db", started),
+         None, None, None, None, "db", started, False),
         # a Lock wait event whose blockers are already gone
         (12, "idle in transaction", "Lock", "", None, [], "relation", "AccessShareLock",
-         "t", None, None, None, None, None, None, None, "db", started),
+         "t", None, None, None, None, None, None, None, "db", started, False),
+        # live reads say waiting, but the wait began after the activity snapshot: the text is
+        # the statement before it (here the BEGIN), so this sample does not count it
+        (13, "active", "Lock", "BEGIN", 100.2, [10], "transactionid", "ShareLock", None,
+         "8", None, None, 0.001, "t", 0, 4, "db", started, False),
     ]
     conn = FakeConnection(rows)
     watch = Watch(conn, 150000)
-    sampled = {s.pid: s for s in watch.sample([10, 11, 12])}
-    assert conn.calls[0][1] == ([10, 11, 12],)
-    assert "w.waitstart" in conn.calls[0][0]
+    sampled = {s.pid: s for s in watch.sample([10, 11, 12, 13])}
+    assert conn.calls[0][1] == ([10, 11, 12, 13],)
+    assert "w.waitstart <= statement_timestamp()" in conn.calls[0][0]
     assert sampled[10] == SessionSample(
         pid=10, state="active", sql="UPDATE t", statement_start=100.5, blocked_by=(11,),
         waits_for={"locktype": "transactionid", "mode": "ShareLock", "object": "transaction 7",
@@ -151,6 +156,7 @@ def test_postgresql_watch_counts_a_wait_only_when_activity_and_blockers_agree():
     assert (sampled[11].blocked_by, sampled[11].waits_for) == ((), None)
     assert (sampled[12].blocked_by, sampled[12].waits_for, sampled[12].sql) == ((), None, None)
     assert sampled[12].statement_start == 0.0
+    assert (sampled[13].blocked_by, sampled[13].waits_for) == ((), None)
     # before PostgreSQL 14 pg_locks has no waitstart: the first sample dates a wait
     assert "waitstart" not in Watch(FakeConnection([]), 130000).sql
 
