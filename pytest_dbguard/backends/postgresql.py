@@ -42,12 +42,12 @@ WHERE a.pid = ANY(%s)
 # pg_locks.waitstart exists from PostgreSQL 14; before that the first sample dates a wait.
 _WAIT_S_14 = "extract(epoch FROM clock_timestamp() - w.waitstart)::float8"
 # pg_stat_activity gives the query text, state and query_start from a snapshot taken once per
-# statement, but wait_event_type and pg_blocking_pids() are read live, row by row: a backend
-# that began to wait after the snapshot would pair its wait with the text of the statement
-# before it (a BEGIN, say). A wait that began before this statement did was already going on
-# when the snapshot was taken, so the snapshot shows the statement that waits. (Before 14 the
-# server cannot tell when a wait began; only the state is checked.)
-_SETTLED_14 = "w.waitstart IS NOT NULL AND w.waitstart <= statement_timestamp()"
+# transaction (at its first read), but wait_event_type and pg_blocking_pids() are read live, row
+# by row: a backend that began to wait after the snapshot would pair its wait with the text of
+# the statement before it (a BEGIN, say). A wait that began before this transaction did was
+# already going on when the snapshot was taken, so the snapshot shows the statement that waits.
+# (Before 14 the server cannot tell when a wait began; only the state is checked.)
+_SETTLED_14 = "w.waitstart IS NOT NULL AND w.waitstart <= transaction_timestamp()"
 
 # Cancels and terminates only a backend that is still the session first seen: a pid the server
 # reused for someone else's connection has another backend_start (or database). The check and

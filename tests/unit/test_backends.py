@@ -147,7 +147,7 @@ def test_postgresql_watch_counts_a_wait_only_when_activity_and_blockers_agree():
     watch = Watch(conn, 150000)
     sampled = {s.pid: s for s in watch.sample([10, 11, 12, 13])}
     assert conn.calls[0][1] == ([10, 11, 12, 13],)
-    assert "w.waitstart <= statement_timestamp()" in conn.calls[0][0]
+    assert "w.waitstart <= transaction_timestamp()" in conn.calls[0][0]
     assert sampled[10] == SessionSample(
         pid=10, state="active", sql="UPDATE t", statement_start=100.5, blocked_by=(11,),
         waits_for={"locktype": "transactionid", "mode": "ShareLock", "object": "transaction 7",
