@@ -40,14 +40,19 @@ def findings(entry: dict[str, Any], rule: str) -> list[dict[str, Any]]:
     return [f for f in entry["findings"] if f["rule"] == rule]
 
 
+# Planted: each thread takes its first row, then both meet on a barrier before reaching for the
+# other's row, so every round deadlocks however late the OS schedules one of them (a sleep
+# instead only deadlocks when the threads happen to start within the sleep of each other).
 DEADLOCKS = HEADER + """
+BOTH_HOLD_ONE_ROW = threading.Barrier(2)
+
 
 @pytest.mark.stress(threads=2, rounds=20, timeout=5)
 def test_update_order(skus, dbguard):
     first, second = skus if dbguard.stress_index == 0 else skus[::-1]
     with transaction.atomic():
         Product.objects.filter(pk=first).update(stock=F("stock") - 1)
-        time.sleep(0.1)
+        BOTH_HOLD_ONE_ROW.wait(timeout=4)
         Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
 
 
@@ -59,7 +64,8 @@ def test_select_for_update(skus, dbguard):
             product = Product.objects.select_for_update().get(pk=pk)  # lock
             product.stock -= 1
             product.save()
-            time.sleep(0.1)
+            if pk == order[0]:
+                BOTH_HOLD_ONE_ROW.wait(timeout=4)
 """
 
 
@@ -118,11 +124,14 @@ def test_planted_deadlocks_found_in_every_round(djproject_pg):
 
 
 RETRIED = HEADER + """
+BOTH_HOLD_ONE_ROW = threading.Barrier(2)
 
-def reserve(first, second):
+
+def reserve(first, second, meet):
     with transaction.atomic():
         Product.objects.filter(pk=first).update(stock=F("stock") - 1)
-        time.sleep(0.05)
+        if meet:  # the first attempt of a round deadlocks, however the threads are scheduled
+            BOTH_HOLD_ONE_ROW.wait(timeout=4)
         Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
 
 
@@ -131,7 +140,7 @@ def test_retry(skus, dbguard):
     order = skus if dbguard.stress_index == 0 else skus[::-1]
     for attempt in range(5):
         try:
-            reserve(*order)
+            reserve(*order, meet=attempt == 0)
             return
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != "40P01":
@@ -165,20 +174,26 @@ def test_retried_deadlock_is_a_warning(djproject_pg):
 
 HANGS = HEADER + """
 LOCK = threading.Lock()
+LOCK_TAKEN = threading.Event()
+ROW_LOCKED = threading.Event()
 NEVER = threading.Event()
 
 
 @pytest.mark.stress(threads=2, rounds=3, timeout=1.0)
 def test_python_lock_and_row_lock(skus, dbguard):
+    # each thread takes its lock before reaching for the other's: a hang in round 1, whatever
+    # the scheduling
     if dbguard.stress_index == 0:
         with transaction.atomic():
             Product.objects.select_for_update().get(pk=skus[0])
-            time.sleep(0.2)
+            ROW_LOCKED.set()
+            LOCK_TAKEN.wait(4)
             with LOCK:  # waits for thread 1
                 pass
     else:
         with LOCK:
-            time.sleep(0.05)
+            LOCK_TAKEN.set()
+            ROW_LOCKED.wait(4)
             Product.objects.filter(pk=skus[0]).update(stock=0)  # waits for thread 0
 
 
@@ -300,15 +315,18 @@ def test_near_misses_do_not_fire(djproject_pg):
 
 
 LOCK_WAIT = HEADER + """
+ROW_LOCKED = threading.Event()
+
 
 @pytest.mark.stress(threads=2, rounds=1, timeout=5)
 def test_slow_reservation(skus, dbguard):
     if dbguard.stress_index == 0:
         with transaction.atomic():
             Product.objects.select_for_update().get(pk=skus[0])
+            ROW_LOCKED.set()
             time.sleep(0.6)  # holds the row lock
     else:
-        time.sleep(0.1)
+        ROW_LOCKED.wait(4)  # the update comes once the row is locked, not after a guess
         Product.objects.filter(pk=skus[0]).update(stock=0)  # blocked
 
 
@@ -392,13 +410,14 @@ OWN_THREADS = HEADER + """
 from django.db import connection
 
 
-def opposite_updates(first, second, errors, retry, start, committed):
+def opposite_updates(first, second, errors, retry, start, held, committed):
     start.wait()
     for attempt in range(5 if retry else 1):
         try:
             with transaction.atomic():
                 Product.objects.filter(pk=first).update(stock=F("stock") - 1)
-                time.sleep(0.2)  # wide enough for a busy machine
+                if attempt == 0:
+                    held.wait(10)  # both threads hold one row: the deadlock is certain
                 Product.objects.filter(pk=second).update(stock=F("stock") - 1)  # second update
             committed.set()
             break
@@ -413,9 +432,10 @@ def opposite_updates(first, second, errors, retry, start, committed):
 def run_pair(skus, retry):
     errors = []
     start = threading.Barrier(2)
+    held = threading.Barrier(2)
     committed = threading.Event()
     threads = [threading.Thread(target=opposite_updates,
-                                args=(*order, errors, retry, start, committed))
+                                args=(*order, errors, retry, start, held, committed))
                for order in (skus, skus[::-1])]
     for thread in threads:
         thread.start()

@@ -63,3 +63,53 @@ def test_a_reused_pid_is_left_alone(pg_server):
     finally:
         watchdog.stop()
         conn.close()
+
+
+def test_a_wait_newer_than_the_activity_snapshot_is_not_paired_with_its_old_text(pg_server):
+    """pg_stat_activity is a snapshot, the wait event and blockers are live: replayed here
+    deterministically by reading the snapshot first in the monitor's own transaction."""
+    from pytest_dbguard.backends.postgresql import Watch
+
+    table = f"dbguard_watch_{threading.get_ident()}"
+    holder = psycopg.connect(pg_server.dsn, autocommit=True)
+    waiter = psycopg.connect(pg_server.dsn, autocommit=True)
+    monitor = psycopg.connect(pg_server.dsn)  # not autocommit: one snapshot per transaction
+    probe = psycopg.connect(pg_server.dsn, autocommit=True)
+    blocked = threading.Thread(target=lambda: waiter.execute(f"SELECT * FROM {table}"))
+    try:
+        version = int(monitor.execute("SHOW server_version_num").fetchone()[0])
+        assert version >= 140000, "the test server runs PostgreSQL 15"
+        monitor.rollback()
+        holder.execute(f"CREATE TABLE {table} (id int)")
+        waiter_pid = waiter.info.backend_pid
+        waiter.execute("SELECT 'the statement before'")
+        holder.execute("BEGIN")
+        holder.execute(f"LOCK TABLE {table}")
+        watch = Watch(monitor, version)
+        # the snapshot: the waiter is idle, its last statement the SELECT
+        [before] = watch.sample([waiter_pid])
+        assert before.blocked_by == () and before.sql == "SELECT 'the statement before'"
+        blocked.start()
+        for _ in range(500):
+            row = probe.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                (waiter_pid,)).fetchone()
+            if row and row[0] == "Lock":
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("the SELECT never started waiting")
+        # same transaction, same snapshot: live reads say it waits, the text is the old one
+        [stale] = watch.sample([waiter_pid])
+        assert stale.sql == "SELECT 'the statement before'"
+        assert stale.blocked_by == () and stale.waits_for is None
+        monitor.rollback()  # a new snapshot shows the statement that waits
+        [fresh] = watch.sample([waiter_pid])
+        assert fresh.sql == f"SELECT * FROM {table}"
+        assert fresh.blocked_by == (holder.info.backend_pid,)
+        assert fresh.waits_for is not None and fresh.waits_for["object"] == f"relation {table}"
+    finally:
+        holder.execute("ROLLBACK")
+        blocked.join(10)
+        holder.execute(f"DROP TABLE IF EXISTS {table}")
+        for conn in (holder, waiter, monitor, probe):
+            conn.close()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..backends import Backend, for_vendor
 from ..facts import CensusFacts, ServerBackend
 from .django_db import DjangoTaps
 from .psycopg import PsycopgProbe, backend_pid
@@ -23,13 +24,6 @@ APPLICATION_NAME = "pytest-dbguard census"
 # A backend whose client just disconnected takes a moment to leave pg_stat_activity.
 SETTLE_S = 0.5
 _POLL_S = 0.01
-_SQL = """
-SELECT pid, datname, state, application_name, backend_start
-FROM pg_stat_activity
-WHERE datname = ANY(%s) AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND backend_start >= to_timestamp(%s)
-ORDER BY backend_start, pid
-"""
 
 
 class CensusProbe:
@@ -56,24 +50,25 @@ class CensusProbe:
         self._databases = set()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
-        settings = _postgres_settings()
-        self._databases.update(s["NAME"] for s in settings if s.get("NAME"))
+        settings = _census_settings()
+        self._databases.update(s["NAME"] for _, s in settings if s.get("NAME"))
         if phase != "teardown" or not settings or self._failed:
             return
         if self._quiet():
             return
-        conn = self._connection(settings[0])
+        backend = settings[0][0]
+        conn = self._connection(backend, settings[0][1])
         if conn is None:
             return
         known = self._known_pids(recorder)
         databases = sorted(self._databases)
         since = self._since + self._offset
         try:
-            rows = conn.execute(_SQL, (databases, since)).fetchall()
+            rows = backend.census(conn, databases, since)
             deadline = time.monotonic() + SETTLE_S
             while any(row[0] not in known for row in rows) and time.monotonic() < deadline:
                 time.sleep(_POLL_S)
-                rows = conn.execute(_SQL, (databases, since)).fetchall()
+                rows = backend.census(conn, databases, since)
         except Exception as exc:
             self._give_up(f"the PostgreSQL census query failed ({type(exc).__name__}: {exc})")
             return
@@ -125,29 +120,25 @@ class CensusProbe:
         known.update(self.raw.pool_pids)
         return known
 
-    def _connection(self, settings: dict[str, Any]) -> Any:
+    def _connection(self, backend: Backend, settings: dict[str, Any]) -> Any:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         try:
-            import psycopg
+            conn = backend.monitor_connection(settings, APPLICATION_NAME)
+            before = time.time()
+            clock = backend.server_clock(conn)
+            after = time.time()
         except ImportError:
             self._give_up("the PostgreSQL census needs psycopg 3 (pip install "
                           "'pytest-dbguard[postgres]'); connection leaks are found through "
                           "the hooked drivers only")
             return None
-        from ..backends.postgresql import monitor_connect_kwargs
-
-        try:
-            conn = psycopg.connect(**monitor_connect_kwargs(settings, APPLICATION_NAME))
-            before = time.time()
-            row = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
-            after = time.time()
         except Exception as exc:
             # psycopg's messages name host, port and user, never the password
             self._give_up(f"could not open the PostgreSQL census connection "
                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]})")
             return None
-        self._offset = float(row[0]) - (before + after) / 2 if row else 0.0
+        self._offset = clock - (before + after) / 2 if clock is not None else 0.0
         self._conn = conn
         return conn
 
@@ -157,12 +148,21 @@ class CensusProbe:
         self.note(f"dbguard: {why}; the census of leftover backends is off for this run.")
 
 
-def _postgres_settings() -> list[dict[str, Any]]:
-    """Settings of the PostgreSQL aliases (pytest-django renames NAME to the test database)."""
-    from django.conf import settings
+def _census_settings() -> list[tuple[Backend, dict[str, Any]]]:
+    """Aliases whose backend takes a census, with their settings (pytest-django renames NAME
+    to the test database)."""
+    from django.db import connections
 
-    return [db for db in settings.DATABASES.values()
-            if "postgresql" in db.get("ENGINE", "") or "postgis" in db.get("ENGINE", "")]
+    out = []
+    for alias in connections:
+        try:
+            connection = connections[alias]
+        except Exception:  # an alias whose engine cannot even load is none of the census's
+            continue
+        backend = for_vendor(connection.vendor)
+        if backend.takes_census:
+            out.append((backend, connection.settings_dict))
+    return out
 
 
 def open_sockets() -> frozenset[int] | None:

@@ -1,10 +1,11 @@
-"""PostgreSQL lock waits outside stress mode, sampled only while a test has another connection.
+"""Lock waits outside stress mode, sampled only while a test has another connection.
 
 A test with one connection cannot wait on itself, so nothing runs until a Django connection opens
 on a thread other than the test's during the test body (a worker thread, an executor, asgiref's
-sync_to_async thread). From then until the body ends, a thread polls `pg_stat_activity` on the
-plugin's own read-only connection (to the `postgres` database) for backends of the test database
-waiting on a lock, with the backends that block them. SQL is kept as its fingerprint only.
+sync_to_async thread). From then until the body ends, a thread polls the server on the plugin's
+own read-only connection (PostgreSQL: `pg_stat_activity` from the `postgres` database) for
+sessions of the test database waiting on a lock, with the sessions that block them; the query
+is the backend's (backends/, `lock_waits`). SQL is kept as its fingerprint only.
 """
 
 from __future__ import annotations
@@ -12,19 +13,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..backends import Backend, for_vendor
 from .psycopg import backend_pid
 from .recorder import Hub, TestRecorder
 
 APPLICATION_NAME = "pytest-dbguard lock sampler"
 INTERVAL_S = 0.02
-_SQL = """
-SELECT w.pid, w.query, extract(epoch FROM clock_timestamp() - w.query_start) * 1000,
-       b.pid, b.state, b.query
-FROM pg_stat_activity w
-CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
-JOIN pg_stat_activity b ON b.pid = blocking.pid
-WHERE w.datname = ANY(%s) AND w.wait_event_type = 'Lock' AND w.pid <> pg_backend_pid()
-"""
 LOCK_WAITS = "lock_waits"
 
 
@@ -82,8 +76,8 @@ class LockSampler:
     # -- sampling ------------------------------------------------------------------------------
     def _on_connection(self, connection: Any) -> None:
         recorder = self.hub.recorder
-        if (recorder is None or recorder.current_phase != "call"
-                or connection.vendor != "postgresql"):
+        backend = for_vendor(connection.vendor)
+        if recorder is None or recorder.current_phase != "call" or not backend.samples_locks:
             return
         pid = backend_pid(connection.connection)
         if pid:
@@ -95,13 +89,13 @@ class LockSampler:
         if threading.current_thread().name.startswith(THREAD_PREFIX):
             return  # a stressed body: the stress watchdog samples its locks itself
         if self._conn is None or self._conn.closed:
-            self._conn = _connect(connection.settings_dict)
+            self._conn = _connect(backend, connection.settings_dict)
             if self._conn is None:
                 self._failed = True
                 return
         databases = sorted({connection.settings_dict["NAME"]})
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(databases,),
+        self._thread = threading.Thread(target=self._loop, args=(backend, databases),
                                         name="dbguard-lock-sampler", daemon=True)
         self._thread.start()
 
@@ -111,10 +105,10 @@ class LockSampler:
             self._stop.set()
             thread.join()
 
-    def _loop(self, databases: list[str]) -> None:
+    def _loop(self, backend: Backend, databases: list[str]) -> None:
         while True:
             try:
-                rows = self._conn.execute(_SQL, (databases,)).fetchall()
+                rows = backend.lock_waits(self._conn, databases)
             except Exception:
                 self._failed = True
                 return
@@ -141,13 +135,10 @@ class LockSampler:
         return self.hub.catalog.shapes[fingerprinter.index_of(sql)].fingerprint
 
 
-def _connect(settings: dict[str, Any]) -> Any:
-    """The sampler's own connection: read-only, to the `postgres` database, short timeouts."""
+def _connect(backend: Backend, settings: dict[str, Any]) -> Any:
+    """The sampler's own connection: read-only, to the server's maintenance database, short
+    timeouts (PostgreSQL: `postgres`)."""
     try:
-        import psycopg
-
-        from ..backends.postgresql import monitor_connect_kwargs
-
-        return psycopg.connect(**monitor_connect_kwargs(settings, APPLICATION_NAME))
-    except Exception:  # no psycopg, or no server: the sampler stays off
+        return backend.monitor_connection(settings, APPLICATION_NAME)
+    except Exception:  # no driver, or no server: the sampler stays off
         return None

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..backends import for_vendor
+from ..backends import Backend, for_vendor
 from ..events import (
     FLAG_ERROR,
     NO_SITE,
@@ -248,65 +247,40 @@ def check_replica_write(record: TestRecord, context: TestContext) -> Iterable[Fi
     return findings
 
 
-# Session state a transaction pooler (PgBouncer transaction mode) does not carry between
-# transactions: (pattern on the normalised SQL, what it is, the fix).
-_SESSION_STATE = (
-    (re.compile(r"^SET\s+(?!LOCAL\b)(?!TRANSACTION\b)(?:SESSION\s+)?(?!CONSTRAINTS\b)", re.I),
-     "session-level SET", "use SET LOCAL inside a transaction (or set it per role/database)"),
-    (re.compile(r"\bset_config\s*\([^)]*,\s*FALSE\s*\)", re.I), "session-level set_config()",
-     "pass is_local => true inside a transaction"),
-    (re.compile(r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(", re.I),
-     "session advisory lock",
-     "use pg_advisory_xact_lock(), which is released at the end of the transaction"),
-    (re.compile(r"^LISTEN\b", re.I), "LISTEN",
-     "run LISTEN on a dedicated direct connection, not through the pooler"),
-    (re.compile(r"\bWITH\s+HOLD\b", re.I), "WITH HOLD cursor",
-     "use a cursor without WITH HOLD inside a transaction"),
-    (re.compile(r"^PREPARE\b", re.I), "server-side prepared statement",
-     "do not PREPARE statements by hand; let the driver manage prepares (or set "
-     "prepare_threshold=None for psycopg behind PgBouncer < 1.21)"),
-)
-
-
 @rule("pgbouncer-unsafe", "off", "session state that breaks under transaction pooling",
       # no needs_call_queries: a test may set session state on raw psycopg connections only
       probes=frozenset({PROBE_PSYCOPG}))
 def check_pgbouncer_unsafe(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     catalog = phase.catalog
-    groups: dict[tuple[int, int], int] = {}
+    # the vendor decides what session state is (only PostgreSQL's pooler is known so far)
+    groups: dict[tuple[int, int, Backend], int] = {}
     for row in phase.rows:
-        if catalog.conns[row[ROW_CONN]].vendor != "postgresql":
-            continue
-        key = (row[ROW_SHAPE], row[ROW_SITE])
+        key = (row[ROW_SHAPE], row[ROW_SITE], for_vendor(catalog.conns[row[ROW_CONN]].vendor))
         groups[key] = groups.get(key, 0) + 1
     findings = []
-    for (shape_i, site_i), count in groups.items():
+    for (shape_i, site_i, backend), count in groups.items():
         shape = catalog.shapes[shape_i]
-        for pattern, what, fix in _SESSION_STATE:
-            if pattern.search(shape.fingerprint):
-                findings.append(Finding(
-                    rule="pgbouncer-unsafe",
-                    nodeid=record.nodeid,
-                    phase="call",
-                    message=(f"{what} breaks under transaction pooling: "
-                             f"{short_sql(shape.fingerprint)} at {site_text(catalog, site_i)}; "
-                             f"{fix}"),
-                    hint="behind PgBouncer in transaction mode the next transaction may run on "
-                         "another server connection, where this session state does not exist "
-                         "(or leaks to another client)",
-                    evidence={"kind": what, "count": count, "fingerprint": shape.fingerprint,
-                              "site": site_text(catalog, site_i), "lines": []},
-                ))
-                break
+        found = backend.pooler_unsafe(shape.fingerprint)
+        if found is None:
+            continue
+        what, fix = found
+        findings.append(Finding(
+            rule="pgbouncer-unsafe",
+            nodeid=record.nodeid,
+            phase="call",
+            message=(f"{what} breaks under transaction pooling: "
+                     f"{short_sql(shape.fingerprint)} at {site_text(catalog, site_i)}; "
+                     f"{fix}"),
+            hint="behind PgBouncer in transaction mode the next transaction may run on "
+                 "another server connection, where this session state does not exist "
+                 "(or leaks to another client)",
+            evidence={"kind": what, "count": count, "fingerprint": shape.fingerprint,
+                      "site": site_text(catalog, site_i), "lines": []},
+        ))
     findings.extend(_raw_session_state(record))
     findings.sort(key=lambda f: f.message)
     return findings
-
-
-PREPARED = ("server-side prepared statement (execute(..., prepare=True))",
-            "leave prepare to psycopg's prepare_threshold and run it with prepare_threshold=None "
-            "behind PgBouncer < 1.21 (or enable max_prepared_statements on PgBouncer >= 1.21)")
 
 
 def _raw_session_state(record: TestRecord) -> list[Finding]:
@@ -316,15 +290,13 @@ def _raw_session_state(record: TestRecord) -> list[Finding]:
         return []
     from ..recording.fingerprint import make_shape
 
+    postgresql = for_vendor("postgresql")  # psycopg speaks to PostgreSQL only
     findings = []
     for statement in raw.statements:
         if statement.phase != "call":
             continue
         fingerprint = make_shape(statement.sql.strip()).fingerprint
-        found = next(((what, fix) for pattern, what, fix in _SESSION_STATE
-                      if pattern.search(fingerprint)), None)
-        if found is None and statement.prepared:
-            found = PREPARED
+        found = postgresql.pooler_unsafe(fingerprint, statement.prepared)
         if found is None:
             continue
         what, fix = found

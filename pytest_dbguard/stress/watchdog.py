@@ -1,10 +1,11 @@
-"""The stress watchdog: the plugin's own PostgreSQL connection watching the stressed backends.
+"""The stress watchdog: the plugin's own database connection watching the stressed backends.
 
-It samples `pg_stat_activity`, `pg_locks` and `pg_blocking_pids()` for the backends the stressed
-threads opened (and only those), builds the wait-for graph, maps each backend to its thread and
-to the user code line the thread is blocked on, and remembers cycles (deadlocks in the making)
-and long lock waits. Its own statements have a statement_timeout, so it can never be the thing
-that hangs; on a hang it cancels, then terminates, only those backends.
+Through the backend's lock monitor (backends/; PostgreSQL: `pg_stat_activity`, `pg_locks`,
+`pg_blocking_pids()`) it samples the backends the stressed threads opened (and only those),
+builds the wait-for graph, maps each backend to its thread and to the user code line the thread
+is blocked on, and remembers cycles (deadlocks in the making) and long lock waits. Its own
+statements have a statement timeout, so it can never be the thing that hangs; on a hang it
+cancels, then terminates, only those backends.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from ..backends import LockMonitor, MonitorUnavailable, SessionSample, for_vendor
 from ..backends.postgresql import (  # noqa: F401 - the stress runner reads them from here
     DEADLOCK,
     LOCK_NOT_AVAILABLE,
@@ -27,86 +28,13 @@ from ..backends.postgresql import (  # noqa: F401 - the stress runner reads them
     sqlstate_of,
 )
 from ..recording.fingerprint import make_shape, short_sql
+from .registry import MAIN_THREAD, Backend, BackendRegistry
 
 SAMPLE_INTERVAL_S = 0.02
 # The watchdog's own statements: short enough that a stuck catalog never stalls a round.
 STATEMENT_TIMEOUT_MS = 1000
 CONNECT_TIMEOUT_S = 5
 APPLICATION_NAME = "pytest-dbguard watchdog"
-MAIN_THREAD = -1
-
-_SAMPLE_SQL = """
-SELECT a.pid, a.state, a.wait_event_type, a.query,
-       extract(epoch FROM a.query_start)::float8 AS query_start,
-       pg_blocking_pids(a.pid) AS blockers,
-       w.locktype, w.mode, w.relation::regclass::text AS relation,
-       w.transactionid::text AS xid, w.page AS w_page, w.tuple AS w_tuple,
-       {wait_s} AS wait_s,
-       t.relation::regclass::text AS row_relation, t.page, t.tuple,
-       a.datname, a.backend_start
-FROM pg_stat_activity a
-LEFT JOIN LATERAL (SELECT * FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1) w
-       ON true
-LEFT JOIN LATERAL (SELECT * FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'tuple'
-                   LIMIT 1) t ON true
-WHERE a.pid = ANY(%s)
-"""
-# pg_locks.waitstart exists from PostgreSQL 14; before that the first sample dates a wait.
-_WAIT_S_14 = "extract(epoch FROM clock_timestamp() - w.waitstart)::float8"
-
-# Cancels and terminates only a backend that is still the session first seen: a pid the server
-# reused for someone else's connection has another backend_start (or database). The check and
-# the signal are one statement, so nothing can change between them.
-_SIGNAL_SQL = """
-SELECT a.pid, {function}(a.pid)
-FROM pg_stat_activity a
-JOIN unnest(%s::int[], %s::text[], %s::timestamptz[]) AS seen(pid, datname, backend_start)
-  ON a.pid = seen.pid AND a.datname = seen.datname AND a.backend_start = seen.backend_start
-"""
-
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A PostgreSQL backend a stressed thread opened (thread -1: the test's main thread)."""
-
-    pid: int
-    thread: int
-    ident: int
-    alias: str
-    round: int
-
-
-class BackendRegistry:
-    """The backends the stress run opened: the only ones the watchdog inspects or cancels."""
-
-    def __init__(self) -> None:
-        self._by_pid: dict[int, Backend] = {}
-        self._conn_pids: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def add(self, backend: Backend, connection: Any = None) -> None:
-        with self._lock:
-            self._by_pid[backend.pid] = backend
-            if connection is not None:
-                self._conn_pids[id(connection)] = backend.pid
-
-    def pid_of(self, connection: Any) -> int | None:
-        """The backend pid of a Django connection object the registry saw opening."""
-        with self._lock:
-            return self._conn_pids.get(id(connection))
-
-    def get(self, pid: int) -> Backend | None:
-        return self._by_pid.get(pid)
-
-    def of_round(self, index: int) -> list[Backend]:
-        with self._lock:
-            return [b for b in self._by_pid.values() if b.round == index]
-
-    def watched(self, index: int) -> list[Backend]:
-        with self._lock:
-            return [b for b in self._by_pid.values()
-                    if b.round == index or b.thread == MAIN_THREAD]
 
 
 SiteOf = Callable[[FrameType | None], "str | None"]
@@ -114,21 +42,23 @@ SiteOf = Callable[[FrameType | None], "str | None"]
 
 class Watchdog:
     def __init__(self, params: dict[str, Any], registry: BackendRegistry, site_of: SiteOf,
-                 show_params: bool = False, interval: float = SAMPLE_INTERVAL_S) -> None:
+                 show_params: bool = False, interval: float = SAMPLE_INTERVAL_S,
+                 vendor: str = "postgresql") -> None:
         self.params = params
+        self.backend = for_vendor(vendor)  # the one database whose locks can be sampled so far
         self.registry = registry
         self.site_of = site_of
         self.show_params = show_params
         self.interval = interval
         self.samples = 0
         self.sample_errors = 0
-        self._conn: Any = None
-        self._sql = _SAMPLE_SQL
+        self._monitor: LockMonitor | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._round: int | None = None
         self._round_started = 0.0
+        self._round_starts: dict[int, float] = {}
         self._hung_rounds: set[int] = set()
         # (round, pid, query_start) -> the longest wait seen for that statement
         self._waits: dict[tuple[int, int, float], dict[str, Any]] = {}
@@ -143,24 +73,10 @@ class Watchdog:
     def start(self) -> str | None:
         """Connect and start sampling; a sentence saying why not, when lock analysis is off."""
         try:
-            import psycopg
-        except ImportError:
-            return ("lock analysis needs psycopg 3 for the watchdog's own connection: "
-                    "pip install 'pytest-dbguard[postgres]'")
-        try:
-            conn = psycopg.connect(autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                   application_name=APPLICATION_NAME, **self.params)
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            conn.execute(f"SET lock_timeout = {STATEMENT_TIMEOUT_MS // 2}")
-            row = conn.execute("SHOW server_version_num").fetchone()
-            version = int(row[0]) if row else 0
-        except Exception as exc:
-            # the class and SQLSTATE only: a driver message could name hosts and users
-            state = sqlstate_of(exc)
-            return (f"lock analysis is off: the watchdog could not connect to PostgreSQL "
-                    f"({type(exc).__name__}{', SQLSTATE ' + state if state else ''})")
-        self._sql = _SAMPLE_SQL.format(wait_s=_WAIT_S_14 if version >= 140000 else "NULL")
-        self._conn = conn
+            self._monitor = self.backend.lock_monitor(self.params, APPLICATION_NAME,
+                                                      STATEMENT_TIMEOUT_MS, CONNECT_TIMEOUT_S)
+        except MonitorUnavailable as exc:
+            return str(exc)
         self._thread = threading.Thread(target=self._loop, name="dbguard-stress-watchdog",
                                         daemon=True)
         self._thread.start()
@@ -171,13 +87,13 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join(timeout=STATEMENT_TIMEOUT_MS / 1000 + 1)
         with self._lock:
-            if self._conn is not None:
+            if self._monitor is not None:
                 with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
+                    self._monitor.close()
+                self._monitor = None
 
     def begin_round(self, index: int, started: float) -> None:
-        self._round_started = started
+        self._round_started = self._round_starts[index] = started
         self._round = index
 
     def end_round(self) -> None:
@@ -199,55 +115,43 @@ class Watchdog:
         backends = {b.pid: b for b in self.registry.watched(index)}
         if not backends:
             return None
+        # where each thread is before the catalog query and after it: a thread's line counts
+        # only when both agree, so a thread that moved on (its deadlock resolved meanwhile)
+        # never lends the next line to a wait the catalog still showed
+        sites_before = self._sites(backends)
         with self._lock:
-            if self._conn is None:
+            if self._monitor is None:
                 return None
             try:
-                rows = self._conn.execute(self._sql, (list(backends),)).fetchall()
+                rows = self._monitor.sample(list(backends))
             except Exception:
                 self.sample_errors += 1
                 return None
         self.samples += 1
         now = time.perf_counter()
-        frames = sys._current_frames()
         nodes: dict[int, dict[str, Any]] = {}
         wait_s_of: dict[int, float | None] = {}
         start_of: dict[int, float] = {}
         for row in rows:
-            (pid, state, wait_type, query, query_start, blockers, locktype, mode, relation,
-             xid, w_page, w_tuple, wait_s, row_relation, page, tup, datname, started) = row
-            backend = backends[pid]
-            self._remember_identity(pid, datname, started)
-            wait_s_of[pid] = wait_s
-            start_of[pid] = float(query_start or 0.0)
-            # pg_stat_activity is read once per statement, pg_blocking_pids() live: a backend
-            # counts as waiting only when both agree, so a stale activity row (the previous
-            # statement's text) never becomes a side of a deadlock or a lock wait
-            waiting = bool(blockers) and wait_type == "Lock"
-            node: dict[str, Any] = {
-                "pid": pid,
-                "thread": backend.thread,
-                "state": state,
-                "sql": self.show_sql(query) if query else None,
+            self._remember_identity(row)
+            wait_s_of[row.pid] = row.wait_s
+            start_of[row.pid] = row.statement_start
+            nodes[row.pid] = {
+                "pid": row.pid,
+                "thread": backends[row.pid].thread,
+                "state": row.state,
+                "sql": self.show_sql(row.sql) if row.sql else None,
                 "site": None,
-                "blocked_by": [int(b) for b in blockers] if waiting else [],
-                "waits_for": None,
+                "blocked_by": list(row.blocked_by),
+                "waits_for": row.waits_for,
             }
-            if waiting:
-                node["waits_for"] = {
-                    "locktype": locktype,
-                    "mode": mode,
-                    "object": _lock_object(locktype, relation, xid, w_page, w_tuple),
-                    "relation": relation or row_relation,
-                    "row": f"({page},{tup})" if page is not None else (
-                        f"({w_page},{w_tuple})" if w_page is not None else None),
-                }
-            nodes[pid] = node
         if any(node["waits_for"] for node in nodes.values()):
             # where each thread is in its Python code: the waiter's statement, and what the
             # lock holder is doing meanwhile (sleeping, calling out, waiting on a Python lock)
+            sites_after = self._sites(backends)
             for node in nodes.values():
-                node["site"] = self.site_of(frames.get(backends[node["pid"]].ident))
+                site = sites_after.get(node["pid"])
+                node["site"] = site if site == sites_before.get(node["pid"]) else None
         for pid, node in nodes.items():
             if node["waits_for"] is None:
                 continue
@@ -299,6 +203,10 @@ class Watchdog:
             self._worst = graph
         return graph
 
+    def _sites(self, backends: dict[int, Backend]) -> dict[int, str | None]:
+        frames = sys._current_frames()
+        return {pid: self.site_of(frames.get(b.ident)) for pid, b in backends.items()}
+
     def snapshot(self) -> dict[str, Any] | None:
         """A fresh graph for a hang report (the round is still running when it is taken)."""
         index = self._round
@@ -349,6 +257,14 @@ class Watchdog:
 
     def cycle_for(self, index: int, victim_pid: int | None, pids: Iterable[int]
                   ) -> dict[str, Any] | None:
+        """The cycle of a deadlock PostgreSQL reported between `pids` (its 40P01 detail).
+
+        A sample that caught every side waiting at once is best. PostgreSQL's word on the pair
+        is authoritative, though, and a side that joined the cycle just before the deadlock
+        check may never be caught at the same moment as the others: then the cycle is put
+        together from each side's own sampled wait, provided every side was seen waiting for
+        another member of the cycle.
+        """
         wanted = set(pids)
         best = None
         for (round_index, members), cycle in self._cycles.items():
@@ -358,53 +274,70 @@ class Watchdog:
                 return cycle
             if victim_pid is not None and victim_pid in members:
                 best = best or cycle
-        return best
+        return best or self._cycle_from_waits(index, wanted)
+
+    def _cycle_from_waits(self, index: int, pids: set[int]) -> dict[str, Any] | None:
+        if len(pids) < 2:
+            return None
+        latest: dict[int, dict[str, Any]] = {}
+        for (round_index, pid, _), wait in self._waits.items():
+            if round_index != index or pid not in pids:
+                continue
+            if not set(wait["blocked"]["blocked_by"]) & (pids - {pid}):
+                continue
+            if pid not in latest or wait["first_seen"] > latest[pid]["first_seen"]:
+                latest[pid] = wait
+        if set(latest) != pids:
+            return None  # a side was never seen waiting: PostgreSQL's detail alone tells
+        order = [min(pids)]
+        while len(order) < len(pids):
+            nxt = [b for b in latest[order[-1]]["blocked"]["blocked_by"]
+                   if b in pids and b not in order]
+            order.append(nxt[0] if nxt else min(pids - set(order)))
+        for wait in latest.values():
+            wait["in_cycle"] = True
+        cycle = self._cycles[(index, frozenset(pids))] = {
+            "round": index,
+            "pids": order,
+            "seen_after_ms": round((max(w["first_seen"] for w in latest.values())
+                                    - self._round_starts[index]) * 1000.0, 1),
+            "sides": [dict(latest[pid]["blocked"]) for pid in order],
+        }
+        return cycle
 
     def worst_graph(self) -> dict[str, Any] | None:
         return self._worst
 
     # -- cancelling (only registry backends) ----------------------------------------------
     def cancel(self, pids: list[int]) -> list[int]:
-        return self._signal("pg_cancel_backend", pids)
+        return self._signal(False, pids)
 
     def terminate(self, pids: list[int]) -> list[int]:
-        return self._signal("pg_terminate_backend", pids)
+        return self._signal(True, pids)
 
-    def _remember_identity(self, pid: int, datname: str | None, started: Any) -> None:
+    def _remember_identity(self, row: SessionSample) -> None:
         expected = self.params.get("dbname")
-        if pid in self.identities or started is None or (expected and datname != expected):
+        if (row.pid in self.identities or row.session_start is None
+                or (expected and row.database != expected)):
             return  # a pid already taken by another database is never ours to signal
-        self.identities[pid] = (str(datname), started)
+        self.identities[row.pid] = (str(row.database), row.session_start)
 
-    def _signal(self, function: str, pids: list[int]) -> list[int]:
+    def _signal(self, terminate: bool, pids: list[int]) -> list[int]:
+        # a session is signalled only if a stressed thread opened it and it is still the
+        # session first seen under that pid (the monitor re-checks it in the same statement)
         own = [pid for pid in pids if (b := self.registry.get(pid)) and b.thread != MAIN_THREAD
                and pid in self.identities]
         if not own:
             return []
-        seen = [self.identities[pid] for pid in own]
         with self._lock:
-            if self._conn is None:
+            if self._monitor is None:
                 return []
             try:
-                rows = self._conn.execute(
-                    _SIGNAL_SQL.format(function=function),
-                    (own, [datname for datname, _ in seen], [started for _, started in seen]),
-                ).fetchall()
+                return self._monitor.signal(terminate, [(pid, *self.identities[pid])
+                                                        for pid in own])
             except Exception:
                 self.sample_errors += 1
                 return []
-        return [int(pid) for pid, ok in rows if ok]
-
-
-def _lock_object(locktype: str | None, relation: str | None, xid: str | None,
-                 page: int | None, tup: int | None) -> str | None:
-    if locktype == "transactionid":
-        return f"transaction {xid}"
-    if locktype == "tuple":
-        return f"tuple ({page},{tup}) of relation {relation}"
-    if locktype == "relation":
-        return f"relation {relation}"
-    return locktype
 
 
 def _cycles(nodes: dict[int, dict[str, Any]]) -> list[tuple[int, ...]]:
