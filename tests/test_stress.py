@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
+from pytest_dbguard.backends.postgresql import parse_deadlock_detail, sqlstate_of
 from pytest_dbguard.config import rewrite_bare_stress_flag
 from pytest_dbguard.events import Finding, TestRecord
 from pytest_dbguard.rules import evaluate
 from pytest_dbguard.rules.stress import check_stress_hang, deadlock_findings
 from pytest_dbguard.stress.facts import DeadlockEvent, HangFacts, StressFacts
-from pytest_dbguard.stress.watchdog import _cycles, parse_deadlock_detail, sqlstate_of
+from pytest_dbguard.stress.watchdog import _cycles
 from tests.stress_project import line_of
 
 THREADS = """

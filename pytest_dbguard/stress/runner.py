@@ -152,7 +152,8 @@ class StressRunner:
                                   "threads ran and their errors are reported")
             return
         params = connect_params(conn.settings_dict)
-        watchdog = Watchdog(params, self.registry, self.site_of, self.plan.show_params)
+        watchdog = Watchdog(params, self.registry, self.site_of, self.plan.show_params,
+                            vendor=conn.vendor)
         problem = watchdog.start()
         if problem is not None:
             self.lock_analysis = problem

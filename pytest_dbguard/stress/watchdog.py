@@ -19,14 +19,6 @@ from types import FrameType
 from typing import Any
 
 from ..backends import LockMonitor, MonitorUnavailable, SessionSample, for_vendor
-from ..backends.postgresql import (  # noqa: F401 - the stress runner reads them from here
-    DEADLOCK,
-    LOCK_NOT_AVAILABLE,
-    QUERY_CANCELED,
-    connect_params,
-    parse_deadlock_detail,
-    sqlstate_of,
-)
 from ..recording.fingerprint import make_shape, short_sql
 from .registry import MAIN_THREAD, Backend, BackendRegistry
 
