@@ -69,6 +69,9 @@ class Recording:
         taps = DjangoTaps(hub)
         taps.install()
         recording = cls(hub, taps, probes)
+        from . import awaits
+
+        recording._closers.append(awaits.install(hub, hub.handoff_hooks))
         if PROBE_LOAD_GROUPS in probes:
             from . import loads
 
