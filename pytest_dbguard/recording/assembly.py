@@ -86,7 +86,7 @@ class Recording:
         if PROBE_LOCKS in probes:
             from .lock_sampler import LockSampler
 
-            sampler = LockSampler(hub)
+            sampler = LockSampler(hub, taps.wrappers)
             hub.probes.append(sampler)
             recording._closers.append(sampler.close)
         recording._add_lifecycle_probes(probes, test_files, note)

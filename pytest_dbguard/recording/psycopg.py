@@ -74,6 +74,8 @@ class PsycopgProbe:
         # the writes raw connections commit (escaped-write)
         self.writes = RawWrites(self)
         self.wrote = self.writes.wrote
+        # ids of the raw connections the lock sampler heard of during this test's body
+        self._in_body: set[int] = set()
         # (phase, sql, site, thread, prepared) -> count, for the test being recorded
         self._statements: dict[tuple[str, str, str | None, str, bool], int] = {}
 
@@ -244,6 +246,18 @@ class PsycopgProbe:
             "is_closed": lambda: raw_closed(ref),
         })
         self.on_open(recorder)
+        self._announce(conn, phase)
+
+    def _announce(self, conn: Any, phase: str) -> None:
+        """Tell the lock sampler of a raw connection the test uses (Hub.raw_connection_hooks)."""
+        hooks = self.hub.raw_connection_hooks
+        if not hooks or self.hub.rows is self.hub.shared_rows:
+            return
+        if phase == "call":
+            self._in_body.add(id(conn))
+        label = self.writes.label_of(conn)
+        for hook in hooks:
+            hook(conn, label)
 
     def _connect_failed(self, exc: BaseException, caller: Any) -> None:
         if not is_connection_refused(exc) or self._owner(caller) == "plugin":
@@ -258,10 +272,13 @@ class PsycopgProbe:
             "message": first_line(exc),
         })
 
-    def _note_statement(self, sql: str, prepared: bool, caller: Any) -> None:
+    def _note_statement(self, conn: Any, sql: str, prepared: bool, caller: Any) -> None:
         active = self._recording()
         if active is None or self.hub.rows is self.hub.shared_rows:
             return
+        if active[1] == "call" and id(conn) not in self._in_body:
+            # opened before the body (a fixture, an earlier test): the body uses it now
+            self._announce(conn, "call")
         key = (active[1], sql[:2000], self._site(caller), threading.current_thread().name,
                prepared)
         self._statements[key] = self._statements.get(key, 0) + 1
@@ -287,6 +304,7 @@ class PsycopgProbe:
         _, phase = active
         watch_statements(conn, self.note_statement, self.wrote)
         self.writes.watch(conn, f"a connection of psycopg-pool '{getattr(pool, 'name', '?')}'")
+        self._announce(conn, phase)
         self._test.setdefault("checkouts", []).append({
             "pool": getattr(pool, "name", "?"), "pool_ref": weakref.ref(pool),
             "conn_id": id(conn), "conn_ref": weakref.ref(conn), "phase": phase,
@@ -322,6 +340,7 @@ class PsycopgProbe:
         self._test = {}
         self._statements = {}
         self.writes.committed = {}
+        self._in_body = set()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         # pool-exhausted is judged with the call phase: its events are facts from then on

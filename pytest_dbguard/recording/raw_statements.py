@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-# (sql, prepared, caller frame), before the statement runs
-Note = Callable[[str, bool, Any], None]
+# (connection, sql, prepared, caller frame), before the statement runs
+Note = Callable[[Any, str, bool, Any], None]
 # (connection, sql, caller frame), after it ran without error
 Done = Callable[[Any, str, Any], None]
 
@@ -41,14 +41,14 @@ def _subclass(base: type, note: Note, done: Done) -> type:
 
             async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
                 text, caller = _text(query, self), sys._getframe(1)
-                note(text, bool(kwargs.get("prepare")), caller)
+                note(self.connection, text, bool(kwargs.get("prepare")), caller)
                 result = await super().execute(query, *args, **kwargs)
                 done(self.connection, text, caller)
                 return result
 
             async def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
                 text, caller = _text(query, self), sys._getframe(1)
-                note(text, False, caller)
+                note(self.connection, text, False, caller)
                 result = await super().executemany(query, *args, **kwargs)
                 done(self.connection, text, caller)
                 return result
@@ -60,14 +60,14 @@ def _subclass(base: type, note: Note, done: Done) -> type:
 
             def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
                 text, caller = _text(query, self), sys._getframe(1)
-                note(text, bool(kwargs.get("prepare")), caller)
+                note(self.connection, text, bool(kwargs.get("prepare")), caller)
                 result = super().execute(query, *args, **kwargs)
                 done(self.connection, text, caller)
                 return result
 
             def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
                 text, caller = _text(query, self), sys._getframe(1)
-                note(text, False, caller)
+                note(self.connection, text, False, caller)
                 result = super().executemany(query, *args, **kwargs)
                 done(self.connection, text, caller)
                 return result

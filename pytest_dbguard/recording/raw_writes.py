@@ -79,6 +79,10 @@ class RawWrites:
             if conn not in self._conns:
                 self._conns[conn] = _Watched(label)
 
+    def label_of(self, conn: Any) -> str:
+        watched = self._conns.get(conn)
+        return watched.label if watched is not None else "a raw psycopg connection"
+
     def take(self) -> tuple[RawWrite, ...]:
         return tuple(RawWrite(*key, count=n) for key, n in self.committed.items())
 
