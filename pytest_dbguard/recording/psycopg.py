@@ -5,6 +5,11 @@ entry points are wrapped: `psycopg.connect` / `Connection.connect` / `AsyncConne
 and the pools' constructor, `open`, `getconn` and `putconn`. `uninstall()` puts the originals back.
 Connections opened by Django (tracked through its own signal), by psycopg-pool's workers (the
 pool is tracked instead) and by the plugin itself (the census) are left alone.
+
+Its helpers, by job: psycopg_pool.py wraps the pools' methods, raw_statements.py the watched
+connections' cursors, raw_writes.py their commits and rollbacks (escaped-write), driver.py reads
+a connection object's state, and raw_facts.py turns a test's notes into PsycopgFacts and closes
+what the test leaked.
 """
 
 from __future__ import annotations
