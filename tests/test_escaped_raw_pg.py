@@ -43,6 +43,17 @@ def transaction_block():
     conn.close()
 
 
+def commit_refused_in_block():
+    conn = psycopg.connect(dsn(), autocommit=True)
+    with conn.transaction():
+        conn.execute(INSERT, ("kept",))
+        try:
+            conn.commit()  # psycopg refuses it inside transaction(): the block commits
+        except psycopg.ProgrammingError:
+            pass
+    conn.close()
+
+
 def with_block():
     with psycopg.connect(dsn()) as conn:
         conn.execute(INSERT, ("with block",))
@@ -131,6 +142,10 @@ def test_transaction_block(db):
     rawdb.transaction_block()
 
 
+def test_commit_refused_in_block(db):
+    rawdb.commit_refused_in_block()
+
+
 def test_with_block(db):
     rawdb.with_block()
 
@@ -201,7 +216,7 @@ def test_raw_psycopg_writes_escape(djproject_pg):
     djproject_pg.write("shop/rawdb.py", RAW)
     djproject_pg.write_test(TESTS)
     result, findings = run_json(djproject_pg)
-    result.assert_outcomes(passed=7, failed=9)
+    result.assert_outcomes(passed=7, failed=10)
     raw, main = "a raw psycopg connection", "thread MainThread"
     autocommit_line = (f"1× {INSERT} at {at(AUTOCOMMIT_INSERT)} on {raw} of {main}, committed "
                        f"at once (autocommit)")
@@ -212,6 +227,9 @@ def test_raw_psycopg_writes_escape(djproject_pg):
         # the DELETE in the forced-rollback savepoint is undone
         "test_transaction_block": [f"1× {INSERT} at {at('in block')} on {raw} of {main}, "
                                    f"committed when its transaction() block ended"],
+        "test_commit_refused_in_block": [
+            f"1× {INSERT} at {at('kept')} on {raw} of {main}, committed when its "
+            f"transaction() block ended"],
         "test_with_block": [f"1× {INSERT} at {at('with block')} on {raw} of {main}, committed "
                             f"when its `with` block ended"],
         "test_pool": [f"1× {INSERT} at {at('pooled')} on a connection of psycopg-pool 'writers' "

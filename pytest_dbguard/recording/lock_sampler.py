@@ -115,7 +115,11 @@ class LockSampler:
         from .commits import conn_index
 
         conns = self.hub.catalog.conns
-        for wrapper in list(self.wrappers):
+        try:
+            wrappers = list(self.wrappers)
+        except RuntimeError:  # another thread opened a connection meanwhile: name none
+            return
+        for wrapper in wrappers:
             raw = getattr(wrapper, "connection", None)
             pid = backend_pid(raw) if raw is not None else None
             index = conn_index(self.hub, wrapper)

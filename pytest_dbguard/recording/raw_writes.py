@@ -37,6 +37,7 @@ _TARGET_RE = re.compile(
     r"|DROP\s+TABLE(?:\s+IF\s+EXISTS)?|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?)\s+(?:ONLY\s+)?"
     + _NAME, re.IGNORECASE)
 IDLE = 0  # libpq PQTRANS_IDLE: no transaction open after the statement
+_OPEN = (2, 3)  # PQTRANS_INTRANS, PQTRANS_INERROR: a transaction is still open
 
 AUTOCOMMIT = "committed at once (autocommit)"
 BY_COMMIT = "committed by commit()"
@@ -129,6 +130,12 @@ class RawWrites:
         if committed and writes:
             self._commit(conn, watched, writes, how)
 
+    def _failed(self, conn: Any) -> None:
+        """commit() or rollback() raised: a transaction still open (commit() refused inside a
+        transaction() block) keeps its writes; otherwise nothing was committed."""
+        if _status(conn) not in _OPEN:
+            self._settle(conn, False, BY_COMMIT)
+
     def _block_began(self, conn: Any) -> None:
         watched = self._conns.get(conn)
         if watched is not None:
@@ -136,7 +143,7 @@ class RawWrites:
                 watched.marks.append(len(watched.pending))
 
     def _block_ended(self, tx: Any) -> None:
-        conn = getattr(tx, "_conn", None) or tx.connection
+        conn = tx.connection
         watched = self._conns.get(conn)
         if watched is None:
             return
@@ -200,7 +207,7 @@ class RawWrites:
 
 
 def _wrap_end(writes: RawWrites, original: Any, commit: bool, is_async: bool) -> Any:
-    """commit() / rollback(): a commit that raised committed nothing."""
+    """commit() / rollback() of a watched connection settle its pending writes."""
     if is_async:
         async def aend(conn: Any) -> None:
             if conn not in writes._conns:
@@ -209,7 +216,7 @@ def _wrap_end(writes: RawWrites, original: Any, commit: bool, is_async: bool) ->
             try:
                 await original(conn)
             except BaseException:
-                writes._settle(conn, False, how)
+                writes._failed(conn)
                 raise
             writes._settle(conn, commit, how)
 
@@ -223,7 +230,7 @@ def _wrap_end(writes: RawWrites, original: Any, commit: bool, is_async: bool) ->
         try:
             original(conn)
         except BaseException:
-            writes._settle(conn, False, how)
+            writes._failed(conn)
             raise
         writes._settle(conn, commit, how)
 
