@@ -125,6 +125,20 @@ class RawStatement:
 
 
 @dataclass(frozen=True, slots=True)
+class RawWrite:
+    """Writes of one shape a raw psycopg connection committed (escaped-write reads them)."""
+
+    phase: str
+    sql: str  # the fingerprint
+    site: str | None
+    thread: str
+    connection: str  # how the report names it: "a raw psycopg connection", a pool's checkout
+    database: str
+    how: str  # "committed at once (autocommit)", "committed by commit()", ...
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class PsycopgFacts:
     """What the psycopg probe saw; connections, checkouts and pools only after teardown."""
 
@@ -134,6 +148,7 @@ class PsycopgFacts:
     timeouts: tuple[PoolTimeout, ...] = ()
     refused: tuple[RefusedConnection, ...] = ()
     statements: tuple[RawStatement, ...] = ()
+    writes: tuple[RawWrite, ...] = ()  # committed on raw connections, set-up and body
 
 
 PSYCOPG = "psycopg"
@@ -152,6 +167,8 @@ class CommitFacts:
     test_conns: tuple[int, ...] = ()
     rolled_back: tuple[str, ...] = ()
     events: tuple[tuple[str, int, int, str], ...] = ()
+    # the database names of the `rolled_back` aliases (raw connections are matched by name)
+    rolled_back_databases: tuple[str, ...] = ()
 
 
 COMMITS = "commits"

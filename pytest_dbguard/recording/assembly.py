@@ -70,6 +70,9 @@ class Recording:
         taps = DjangoTaps(hub)
         taps.install()
         recording = cls(hub, taps, probes)
+        from . import awaits
+
+        recording._closers.append(awaits.install(hub, hub.handoff_hooks))
         if PROBE_LOAD_GROUPS in probes:
             from . import loads
 
@@ -90,7 +93,7 @@ class Recording:
         if PROBE_LOCKS in probes:
             from .lock_sampler import LockSampler
 
-            sampler = LockSampler(hub)
+            sampler = LockSampler(hub, taps.wrappers)
             hub.probes.append(sampler)
             recording._closers.append(sampler.close)
         recording._add_lifecycle_probes(probes, test_files, note)

@@ -32,6 +32,7 @@ class CommitProbe:
         self.events: list[tuple[str, int, int, str]] = []
         self.test_conns: set[int] = set()
         self.rolled_back: tuple[str, ...] = ()
+        self.databases: tuple[str, ...] = ()
         self._originals: list[tuple[Any, str, Any]] = []
 
     def install(self) -> None:
@@ -72,6 +73,7 @@ class CommitProbe:
         self.events = []
         self.test_conns = set()
         self.rolled_back = ()
+        self.databases = ()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         from django.db import connections
@@ -84,7 +86,10 @@ class CommitProbe:
                 self.test_conns.add(index)
         if phase == "setup":
             # inside atomic when the body begins: the test's changes are rolled back at its end
-            self.rolled_back = tuple(sorted(w.alias for w in wrappers if w.in_atomic_block))
+            rolled_back = [w for w in wrappers if w.in_atomic_block]
+            self.rolled_back = tuple(sorted(w.alias for w in rolled_back))
+            self.databases = tuple(sorted({str(w.settings_dict.get("NAME") or "")
+                                           for w in rolled_back}))
         recorder.facts[self.name] = CommitFacts(
             test_conns=tuple(sorted(self.test_conns)), rolled_back=self.rolled_back,
-            events=tuple(self.events))
+            events=tuple(self.events), rolled_back_databases=self.databases)

@@ -23,11 +23,13 @@ from ..events import (
     ConnInfo,
     QueryRow,
 )
+from .awaits import AWAITED_SITE
 from .callsite import MARK, THIRD_PARTY, USER, find_user_frame
 from .recorder import Hub, TestRecorder
 
 _getframe = sys._getframe
 _get_ident = threading.get_ident
+awaited_site = AWAITED_SITE.get
 _DISPATCH_UID = "pytest_dbguard.tap"
 
 
@@ -121,6 +123,8 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 site = by_offset.get(frame.f_lasti) if by_offset is not None else None
                 if site is None:
                     site = classifier.add_site(frame)
+            else:  # asgiref's executor thread: the line that awaited sync_to_async, if any
+                site = awaited_site()
             load = 0
             if marks is not None or watch_templates:
                 query_context, load = resolve_context(marks, user, watch_templates)

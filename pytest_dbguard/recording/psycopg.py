@@ -5,11 +5,15 @@ entry points are wrapped: `psycopg.connect` / `Connection.connect` / `AsyncConne
 and the pools' constructor, `open`, `getconn` and `putconn`. `uninstall()` puts the originals back.
 Connections opened by Django (tracked through its own signal), by psycopg-pool's workers (the
 pool is tracked instead) and by the plugin itself (the census) are left alone.
+
+Its helpers, by job: psycopg_pool.py wraps the pools' methods, raw_statements.py the watched
+connections' cursors, raw_writes.py their commits and rollbacks (escaped-write), driver.py reads
+a connection object's state, and raw_facts.py turns a test's notes into PsycopgFacts and closes
+what the test leaked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -20,15 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..events import NO_SITE, CallSite
-from ..facts import (
-    PoolCheckout,
-    PoolState,
-    PoolTimeout,
-    PsycopgFacts,
-    RawConnection,
-    RawStatement,
-    RefusedConnection,
-)
 from ..text import first_line
 from .callsite import find_user_frame
 from .driver import (  # noqa: F401 - re-exported for the probes that read them
@@ -46,7 +41,9 @@ from .psycopg_pool import (
     sync_putconn,
     wrap_init,
 )
+from .raw_facts import close_leaked, frozen_facts, raw_closed, running_facts
 from .raw_statements import watch as watch_statements
+from .raw_writes import RawWrites
 from .recorder import Hub, TestRecorder
 
 _PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -79,6 +76,11 @@ class PsycopgProbe:
         self._skip_dirs: tuple[str, ...] = (_PLUGIN_DIR,)
         # one bound method for every watched connection (raw_statements caches by it)
         self.note_statement = self._note_statement
+        # the writes raw connections commit (escaped-write)
+        self.writes = RawWrites(self)
+        self.wrote = self.writes.wrote
+        # ids of the raw connections the lock sampler heard of during this test's body
+        self._in_body: set[int] = set()
         # (phase, sql, site, thread, prepared) -> count, for the test being recorded
         self._statements: dict[tuple[str, str, str | None, str, bool], int] = {}
 
@@ -142,6 +144,7 @@ class PsycopgProbe:
         self._replace(psycopg.AsyncConnection, "connect", classmethod(aconnect))
         # `psycopg.connect` is an alias bound at import time: it needs its own replacement
         self._replace(psycopg, "connect", psycopg.Connection.connect)
+        self.writes.install(psycopg, self._replace)
         self.installed_connect = True
 
     def _install_pool(self, psycopg_pool: Any) -> None:
@@ -203,11 +206,17 @@ class PsycopgProbe:
         site = self._call_site(frame)
         return str(site) if site is not None else None
 
+    site_of = _site
+
     def _recording(self) -> tuple[TestRecorder, str] | None:
         recorder = self.hub.recorder
         if recorder is None or recorder.current_phase is None:
             return None
         return recorder, recorder.current_phase
+
+    def recording_test(self) -> tuple[TestRecorder, str] | None:
+        """The test and phase being recorded, unless a shared fixture is running."""
+        return None if self.hub.rows is self.hub.shared_rows else self._recording()
 
     def _connected(self, conn: Any, caller: Any, kind: str) -> None:
         owner = self._owner(caller)
@@ -219,7 +228,8 @@ class PsycopgProbe:
         if owner is not None:
             return
         self.raw.add(conn)
-        watch_statements(conn, self.note_statement)
+        watch_statements(conn, self.note_statement, self.wrote)
+        self.writes.watch(conn, "a raw psycopg connection")
         active = self._recording()
         if active is None:
             return
@@ -238,9 +248,21 @@ class PsycopgProbe:
         recorder.connections.append({
             "kind": kind, "alias": "(psycopg)", "vendor": "postgresql", "thread": thread.name,
             "phase": phase, "pid": pid, "site": call_site, "shared": entry["shared"],
-            "is_closed": lambda: _raw_closed(ref),
+            "is_closed": lambda: raw_closed(ref),
         })
         self.on_open(recorder)
+        self._announce(conn, phase)
+
+    def _announce(self, conn: Any, phase: str) -> None:
+        """Tell the lock sampler of a raw connection the test uses (Hub.raw_connection_hooks)."""
+        hooks = self.hub.raw_connection_hooks
+        if not hooks or self.hub.rows is self.hub.shared_rows:
+            return
+        if phase == "call":
+            self._in_body.add(id(conn))
+        label = self.writes.label_of(conn)
+        for hook in hooks:
+            hook(conn, label)
 
     def _connect_failed(self, exc: BaseException, caller: Any) -> None:
         if not is_connection_refused(exc) or self._owner(caller) == "plugin":
@@ -255,10 +277,13 @@ class PsycopgProbe:
             "message": first_line(exc),
         })
 
-    def _note_statement(self, sql: str, prepared: bool, caller: Any) -> None:
+    def _note_statement(self, conn: Any, sql: str, prepared: bool, caller: Any) -> None:
         active = self._recording()
         if active is None or self.hub.rows is self.hub.shared_rows:
             return
+        if active[1] == "call" and id(conn) not in self._in_body:
+            # opened before the body (a fixture, an earlier test): the body uses it now
+            self._announce(conn, "call")
         key = (active[1], sql[:2000], self._site(caller), threading.current_thread().name,
                prepared)
         self._statements[key] = self._statements.get(key, 0) + 1
@@ -282,7 +307,9 @@ class PsycopgProbe:
         if active is None:
             return
         _, phase = active
-        watch_statements(conn, self.note_statement)
+        watch_statements(conn, self.note_statement, self.wrote)
+        self.writes.watch(conn, f"a connection of psycopg-pool '{getattr(pool, 'name', '?')}'")
+        self._announce(conn, phase)
         self._test.setdefault("checkouts", []).append({
             "pool": getattr(pool, "name", "?"), "pool_ref": weakref.ref(pool),
             "conn_id": id(conn), "conn_ref": weakref.ref(conn), "phase": phase,
@@ -317,12 +344,13 @@ class PsycopgProbe:
         self.ensure_installed()
         self._test = {}
         self._statements = {}
+        self.writes.committed = {}
+        self._in_body = set()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         # pool-exhausted is judged with the call phase: its events are facts from then on
-        recorder.facts[self.name] = PsycopgFacts(timeouts=_timeouts(self._test),
-                                                 refused=_refused(self._test),
-                                                 statements=_statements(self._statements))
+        recorder.facts[self.name] = running_facts(self._test, self._statements,
+                                                  self.writes.take())
         if phase != "teardown":
             return
         if self._frozen is recorder:
@@ -341,90 +369,6 @@ class PsycopgProbe:
     def _freeze(self, recorder: TestRecorder) -> None:
         self.ensure_installed()
         test, self._test = self._test, {}
-        connections: list[RawConnection] = []
-        for entry in test.get("connections", ()):
-            if entry["shared"]:
-                continue
-            conn = entry["ref"]()
-            is_open = conn is not None and not conn.closed
-            connections.append(RawConnection(
-                kind=entry["kind"], thread=entry["thread"], phase=entry["phase"],
-                pid=entry["pid"], site=entry["site"], open=is_open,
-                driver=driver_status(conn) if is_open else None,
-            ))
-        checkouts: list[PoolCheckout] = []
-        for checkout in test.get("checkouts", ()):
-            if checkout["shared"]:
-                continue
-            conn = checkout["conn_ref"]()
-            checkouts.append(PoolCheckout(
-                **{key: checkout[key] for key in ("pool", "phase", "site", "thread", "pid",
-                                                  "returned")},
-                open=conn is not None and not conn.closed))
-        pools: list[PoolState] = []
-        for pool_entry in test.get("pools", ()):
-            pool = pool_entry["ref"]()
-            pools.append(PoolState(
-                name=pool_entry["name"], phase=pool_entry["phase"],
-                site=pool_entry["site"], max_size=pool_entry["max_size"],
-                open=pool is not None and not pool.closed,
-            ))
-        recorder.facts[self.name] = PsycopgFacts(
-            connections=tuple(connections),
-            checkouts=tuple(checkouts),
-            pools=tuple(pools),
-            timeouts=_timeouts(test),
-            refused=_refused(test),
-            statements=_statements(self._statements),
-        )
+        recorder.facts[self.name] = frozen_facts(test, self._statements, self.writes.take())
         self._statements = {}
         close_leaked(test)
-
-
-def close_leaked(test: dict[str, Any]) -> None:
-    """Close what the test left open once the facts about it are frozen (best effort).
-
-    The connection-leak finding is already decided by then; closing lets pytest-django drop
-    the test database, and a later test that leaks again is reported on its own.
-    """
-    for checkout in test.get("checkouts", ()):
-        conn, pool = checkout["conn_ref"](), checkout["pool_ref"]()
-        if checkout["shared"] or checkout["returned"] or conn is None or conn.closed:
-            continue
-        with contextlib.suppress(Exception):
-            if pool is not None and not pool.closed:
-                pool.putconn(conn)
-            else:
-                conn.close()
-    for entry in test.get("connections", ()):
-        conn = entry["ref"]()
-        if not entry["shared"] and conn is not None and not conn.closed:
-            with contextlib.suppress(Exception):
-                conn.close()
-    for pool_entry in test.get("pools", ()):
-        pool = pool_entry["ref"]()
-        if pool is not None and not pool.closed:
-            with contextlib.suppress(Exception):
-                pool.close(timeout=1.0)
-
-
-def _statements(seen: dict[tuple[str, str, str | None, str, bool], int]
-                ) -> tuple[RawStatement, ...]:
-    return tuple(RawStatement(phase, sql, site, thread, prepared, count)
-                 for (phase, sql, site, thread, prepared), count in seen.items())
-
-
-def _timeouts(test: dict[str, Any]) -> tuple[PoolTimeout, ...]:
-    return tuple(PoolTimeout(**{**event, "checked_out_here": tuple(event["checked_out_here"])})
-                 for event in test.get("timeouts", ()))
-
-
-def _refused(test: dict[str, Any]) -> tuple[RefusedConnection, ...]:
-    return tuple(RefusedConnection(**event) for event in test.get("refused", ()))
-
-
-def _raw_closed(ref: weakref.ref[Any]) -> bool:
-    conn = ref()
-    return conn is None or bool(conn.closed)
-
-

@@ -2,7 +2,8 @@
 
 Only connections the psycopg probe saw the code under test open are watched: their
 `cursor_factory` is swapped for a subclass whose `execute` notes the statement's text, call site
-and `prepare=True`. Django's own connections keep psycopg's cursors: their queries cost nothing
+and `prepare=True`, and reports it again once it succeeded (raw_writes follows the writes that
+commit). Django's own connections keep psycopg's cursors: their queries cost nothing
 more.
 """
 
@@ -12,22 +13,25 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-# (sql, prepared, caller frame)
-Note = Callable[[str, bool, Any], None]
+# (connection, sql, prepared, caller frame), before the statement runs
+Note = Callable[[Any, str, bool, Any], None]
+# (connection, sql, caller frame), after it ran without error
+Done = Callable[[Any, str, Any], None]
 
-_SUBCLASSES: dict[tuple[type, int], type] = {}
+_SUBCLASSES: dict[tuple[type, int, int], type] = {}
 
 
-def watch(conn: Any, note: Note) -> None:
-    """Make `conn`'s client cursors report each statement to `note` (which must be cheap)."""
+def watch(conn: Any, note: Note, done: Done) -> None:
+    """Make `conn`'s client cursors report each statement to `note` before it runs and to
+    `done` once it succeeded (both must be cheap)."""
     base = getattr(conn, "cursor_factory", None)
     if not isinstance(base, type) or getattr(base, "dbguard_note", None) is note:
         return
-    conn.cursor_factory = _subclass(base, note)
+    conn.cursor_factory = _subclass(base, note, done)
 
 
-def _subclass(base: type, note: Note) -> type:
-    key = (base, id(note))
+def _subclass(base: type, note: Note, done: Done) -> type:
+    key = (base, id(note), id(done))
     cls = _SUBCLASSES.get(key)
     if cls is not None:
         return cls
@@ -36,12 +40,18 @@ def _subclass(base: type, note: Note) -> type:
             dbguard_note = note
 
             async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-                note(_text(query, self), bool(kwargs.get("prepare")), sys._getframe(1))
-                return await super().execute(query, *args, **kwargs)
+                text, caller = _text(query, self), sys._getframe(1)
+                note(self.connection, text, bool(kwargs.get("prepare")), caller)
+                result = await super().execute(query, *args, **kwargs)
+                done(self.connection, text, caller)
+                return result
 
             async def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-                note(_text(query, self), False, sys._getframe(1))
-                return await super().executemany(query, *args, **kwargs)
+                text, caller = _text(query, self), sys._getframe(1)
+                note(self.connection, text, False, caller)
+                result = await super().executemany(query, *args, **kwargs)
+                done(self.connection, text, caller)
+                return result
 
         cls = AsyncWatched
     else:
@@ -49,12 +59,18 @@ def _subclass(base: type, note: Note) -> type:
             dbguard_note = note
 
             def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-                note(_text(query, self), bool(kwargs.get("prepare")), sys._getframe(1))
-                return super().execute(query, *args, **kwargs)
+                text, caller = _text(query, self), sys._getframe(1)
+                note(self.connection, text, bool(kwargs.get("prepare")), caller)
+                result = super().execute(query, *args, **kwargs)
+                done(self.connection, text, caller)
+                return result
 
             def executemany(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-                note(_text(query, self), False, sys._getframe(1))
-                return super().executemany(query, *args, **kwargs)
+                text, caller = _text(query, self), sys._getframe(1)
+                note(self.connection, text, False, caller)
+                result = super().executemany(query, *args, **kwargs)
+                done(self.connection, text, caller)
+                return result
 
         cls = Watched
     cls.__name__ = cls.__qualname__ = base.__name__

@@ -72,6 +72,11 @@ class Hub:
         self.explain_capture: Any = None  # ExplainProbe.capture with --dbguard-explain
         # called with each Django connection the taps see opening (query timeouts use it)
         self.connection_hooks: list[Any] = []
+        # called with (raw connection, label) for each raw psycopg connection or pool checkout
+        # the code under test takes while a test records (the lock sampler uses them)
+        self.raw_connection_hooks: list[Any] = []
+        # called with no argument when a test hands work to another thread (sync_to_async)
+        self.handoff_hooks: list[Any] = []
         self._lock = threading.Lock()
 
     # -- units of work -------------------------------------------------------------------

@@ -16,9 +16,9 @@ from ..events import (
     QueryRow,
     TestRecord,
 )
-from ..facts import COMMITS, CommitFacts
+from ..facts import COMMITS, PSYCOPG, CommitFacts, PsycopgFacts
 from ..text import short_sql
-from .registry import PROBE_COMMITS, SUSPENDED, TestContext, rule
+from .registry import PROBE_COMMITS, PROBE_PSYCOPG, SUSPENDED, TestContext, rule
 
 HINT_ESCAPED = ("the test's own changes are rolled back at its end, but a write another "
                 "connection commits is not: run the test with "
@@ -26,6 +26,10 @@ HINT_ESCAPED = ("the test's own changes are rolled back at its end, but a write 
                 "TransactionTestCase), whose flush removes every connection's rows, or keep "
                 "the write on the test's connection (call the code in the test thread rather "
                 "than in another thread or through sync_to_async)")
+HINT_ESCAPED_RAW = HINT_ESCAPED + (
+    ". A raw psycopg connection or psycopg-pool checkout commits apart from the test whatever "
+    "the thread: run such code through Django's connection (django.db.connection.cursor()) "
+    "in tests, or delete its rows in the test's teardown")
 
 # Writes judged: those of the test's set-up and body. Teardown writes on other connections are
 # usually the clean-up of such leaks.
@@ -34,7 +38,7 @@ _HOW = {False: "committed at once (autocommit)", True: "committed when its atomi
 
 
 @rule("escaped-write", "fail", "a write committed on another connection escapes the test's "
-      "rollback", probes=frozenset({PROBE_COMMITS}), stress=SUSPENDED)
+      "rollback", probes=frozenset({PROBE_COMMITS, PROBE_PSYCOPG}), stress=SUSPENDED)
 def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     facts: CommitFacts | None = record.facts.get(COMMITS)
     if facts is None or not facts.rolled_back:
@@ -83,15 +87,18 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
                 escaped[key] = escaped.get(key, 0) + 1
         for event in events[event_i:]:
             settle(event[2], event[3])
-    if not escaped or catalog is None:
+    lines, total = [], sum(escaped.values())
+    if catalog is not None:
+        for (conn_i, shape_i, site_i, in_atomic), n in sorted(escaped.items()):
+            conn = catalog.conns[conn_i]
+            lines.append(f"{n}× {short_sql(catalog.shapes[shape_i].fingerprint)} at "
+                         f"{_site(catalog.sites, site_i)} on Django connection '{conn.alias}' "
+                         f"of thread {conn.thread}, {_HOW[in_atomic]}")
+    raw_lines, raw_total = _raw_writes(record, facts)
+    if not lines and not raw_lines:
         return ()
-    lines = []
-    for (conn_i, shape_i, site_i, in_atomic), n in sorted(escaped.items()):
-        conn = catalog.conns[conn_i]
-        lines.append(f"{n}× {short_sql(catalog.shapes[shape_i].fingerprint)} at "
-                     f"{_site(catalog.sites, site_i)} on Django connection '{conn.alias}' of "
-                     f"thread {conn.thread}, {_HOW[in_atomic]}")
-    total = sum(escaped.values())
+    lines += raw_lines
+    total += raw_total
     return (Finding(
         rule="escaped-write",
         nodeid=record.nodeid,
@@ -99,7 +106,7 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
         message=f"{total} {'write was' if total == 1 else 'writes were'} committed on another "
                 f"connection while this test's changes are rolled back at its end: the rows "
                 f"stay in the database and leak into later tests",
-        hint=HINT_ESCAPED,
+        hint=HINT_ESCAPED_RAW if raw_lines else HINT_ESCAPED,
         evidence={"lines": lines, "count": total},
     ),)
 
@@ -116,3 +123,22 @@ def _savepoint(verb: str, pending: list[tuple[str, QueryRow, bool]], marks: list
 
 def _site(sites: list, site_i: int) -> str:
     return str(sites[site_i]) if site_i != NO_SITE else "an unknown call site"
+
+
+def _raw_writes(record: TestRecord, facts: CommitFacts) -> tuple[list[str], int]:
+    """Writes raw psycopg connections committed to a database whose test changes roll back."""
+    raw: PsycopgFacts | None = record.facts.get(PSYCOPG)
+    if raw is None:
+        return [], 0
+    databases = set(facts.rolled_back_databases)
+    lines, total = [], 0
+    for write in sorted(raw.writes, key=lambda w: (_JUDGED.index(w.phase)
+                                                   if w.phase in _JUDGED else 9, w.site or "",
+                                                   w.sql, w.thread, w.how)):
+        if write.phase not in _JUDGED or write.database not in databases:
+            continue
+        lines.append(f"{write.count}× {short_sql(write.sql)} at "
+                     f"{write.site or 'an unknown call site'} on {write.connection} of thread "
+                     f"{write.thread}, {write.how}")
+        total += write.count
+    return lines, total

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..events import NO_SITE, ROW_CONN, ROW_SHAPE, ROW_SITE, Finding, TestRecord
+from ..facts import PSYCOPG, PsycopgFacts
 from ..text import short_sql
 from .registry import TestContext
 
@@ -40,24 +41,36 @@ def lock_waits_outside_stress(record: TestRecord, context: TestContext, hint: st
 
 
 def _who(entry: dict[str, Any]) -> str:
-    thread = entry.get("thread")
+    thread, raw = entry.get("thread"), entry.get("connection")
     name = f"thread {thread}" if thread else "a backend of the test database"
+    if raw:  # a raw psycopg connection or pool checkout
+        name = f"{raw} of {name}" if thread else raw
     return f"{name} (pid {entry['pid']})"
 
 
 def _sites(record: TestRecord) -> dict[tuple[str, str], str]:
-    """(thread, fingerprint) -> the call site of the first such query in the body."""
-    phase = record.phase("call")
-    catalog = phase.catalog
+    """(thread, fingerprint) -> the call site of the first such query in the body (else in the
+    set-up, where a fixture may have taken the lock), Django's or a raw psycopg connection's."""
     found: dict[tuple[str, str], str] = {}
-    for row in phase.rows:
-        site_i = row[ROW_SITE]
-        if site_i == NO_SITE:
-            continue
-        extra = row[-1] or {}
-        thread = extra.get("thread") or catalog.conns[row[ROW_CONN]].thread
-        key = (thread, catalog.shapes[row[ROW_SHAPE]].fingerprint)
-        found.setdefault(key, str(catalog.sites[site_i]))
+    for phase_name in ("call", "setup"):
+        phase = record.phase(phase_name)
+        catalog = phase.catalog
+        for row in phase.rows:
+            site_i = row[ROW_SITE]
+            if site_i == NO_SITE:
+                continue
+            extra = row[-1] or {}
+            thread = extra.get("thread") or catalog.conns[row[ROW_CONN]].thread
+            key = (thread, catalog.shapes[row[ROW_SHAPE]].fingerprint)
+            found.setdefault(key, str(catalog.sites[site_i]))
+    raw: PsycopgFacts | None = record.facts.get(PSYCOPG)
+    if raw is not None and raw.statements:
+        from ..recording.fingerprint import make_shape
+
+        for statement in sorted(raw.statements, key=lambda st: st.phase != "call"):
+            if statement.phase in ("setup", "call") and statement.site:
+                key = (statement.thread, make_shape(statement.sql).fingerprint)
+                found.setdefault(key, statement.site)
     return found
 
 

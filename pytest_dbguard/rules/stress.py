@@ -9,7 +9,7 @@ from ..events import Finding, TestRecord
 from ..facts import CALL_ERROR, CallError
 from ..stress.facts import STRESS, DeadlockEvent, StressFacts
 from .lockwait import lock_waits_outside_stress
-from .registry import PROBE_LOCKS, STRESS_ON, RuleOption, TestContext, rule
+from .registry import PROBE_LOCKS, PROBE_PSYCOPG, STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
 DEFAULT_LOCK_WAIT_MS = 200
@@ -160,7 +160,7 @@ def check_deadlock(record: TestRecord, context: TestContext) -> Iterable[Finding
 
 @rule("lock-wait", "warn", "a query waited on a lock too long", stress=STRESS_ON,
       options=(RuleOption("lock_wait_ms", DEFAULT_LOCK_WAIT_MS, "--dbguard-lock-wait-ms"),),
-      probes=frozenset({PROBE_LOCKS}))
+      probes=frozenset({PROBE_LOCKS, PROBE_PSYCOPG}))
 def check_lock_wait(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     stress: StressFacts | None = record.facts.get(STRESS)
     if stress is None:

@@ -125,8 +125,54 @@ def test_without_the_probe_nothing_is_judged():
     assert list(check_escaped_write(builder.build(), context())) == []
 
 
-def test_the_rule_fails_by_default_and_needs_only_the_commit_probe():
+def test_the_rule_fails_by_default_and_needs_the_commit_and_psycopg_probes():
     from pytest_dbguard.rules import SUSPENDED, builtin_registry
 
     spec = builtin_registry()["escaped-write"]
-    assert (spec.default_action, spec.probes, spec.stress) == ("fail", {"commits"}, SUSPENDED)
+    assert (spec.default_action, spec.probes, spec.stress) == (
+        "fail", {"commits", "psycopg"}, SUSPENDED)
+
+
+# -- raw psycopg connections ---------------------------------------------------------------------
+
+RAW_SITE = "shop/rawdb.py:7"
+
+
+def raw_write(phase: str = "call", database: str = "test_db", thread: str = "MainThread"):
+    from pytest_dbguard.facts import RawWrite
+
+    return RawWrite(phase=phase, sql="INSERT INTO shop_author(name) VALUES (...)",
+                    site=RAW_SITE, thread=thread, connection="a raw psycopg connection",
+                    database=database, how="committed by commit()", count=2)
+
+
+def judge_raw(*writes, rolled_back=("default",), databases=("test_db",)):
+    from pytest_dbguard.facts import PSYCOPG, PsycopgFacts
+
+    builder = base()
+    builder.fact(PSYCOPG, PsycopgFacts(writes=tuple(writes)))
+    builder.fact(COMMITS, CommitFacts(test_conns=(conn(builder, "MainThread"),),
+                                      rolled_back=rolled_back, rolled_back_databases=databases))
+    return list(check_escaped_write(builder.build(), context()))
+
+
+def test_raw_write_committed_to_the_rolled_back_database_escapes():
+    from pytest_dbguard.rules.escaped import HINT_ESCAPED_RAW
+
+    [finding] = judge_raw(raw_write("setup"), raw_write(thread="worker"))
+    assert finding.message.startswith("4 writes were committed on another connection")
+    assert finding.evidence["lines"] == [
+        f"2× INSERT INTO shop_author(name) VALUES (...) at {RAW_SITE} on a raw psycopg "
+        f"connection of thread {thread}, committed by commit()" for thread in ("MainThread",
+                                                                                "worker")]
+    assert finding.evidence["count"] == 4
+    assert finding.hint == HINT_ESCAPED_RAW
+
+
+@pytest.mark.parametrize("write, rolled_back", [
+    (raw_write("teardown"), ("default",)),  # clean-up after the test
+    (raw_write(database="other_db"), ("default",)),  # not the database that rolls back
+    (raw_write(), ()),  # transactional test: flushed anyway
+])
+def test_raw_write_near_misses(write, rolled_back):
+    assert judge_raw(write, rolled_back=rolled_back) == []

@@ -52,3 +52,29 @@ def test_the_threshold_is_the_option():
 
 def test_no_sampling_no_finding():
     assert judge() == []
+
+
+def test_raw_connections_are_named_with_their_sites():
+    from pytest_dbguard.facts import PSYCOPG, PsycopgFacts, RawStatement
+
+    raw_update = "UPDATE shop_author SET name = %s WHERE id = %s"
+    raw_wait = {"pid": 12, "sql": raw_update, "wait_ms": 400.0, "thread": "raw-worker",
+                "connection": "a raw psycopg connection",
+                "blockers": [{"pid": 13, "state": "idle in transaction", "sql": LOCK,
+                              "thread": None, "connection": "a connection of psycopg-pool "
+                                                            "'jobs'"}]}
+    record = (RecordBuilder()
+              .query('SELECT "id" FROM "shop_author" WHERE "shop_author"."id" = 1 FOR UPDATE',
+                     site="shop/jobs.py:12")
+              .fact(PSYCOPG, PsycopgFacts(statements=(
+                  RawStatement("call", "UPDATE shop_author SET name = $1 WHERE id = $2",
+                               "shop/raw.py:8", "raw-worker", False),
+                  # the same shape in another thread is not this wait's site
+                  RawStatement("call", raw_update, "shop/other.py:3", "MainThread", False))))
+              .fact(LOCK_WAITS, [raw_wait]).build())
+    [finding] = check_lock_wait(record, context())
+    assert finding.evidence["lines"] == [
+        f"a raw psycopg connection of thread raw-worker (pid 12) waited 400 ms: {raw_update} at "
+        "shop/raw.py:8",
+        "blocked by a connection of psycopg-pool 'jobs' (pid 13), idle in transaction, last "
+        'statement: SELECT ... FROM "shop_author" WHERE "shop_author"."id" = %s FOR UPDATE']
