@@ -153,3 +153,33 @@ class CommitFacts:
 
 
 COMMITS = "commits"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """What one Django connection object said about its transaction, read without SQL."""
+
+    alias: str
+    vendor: str
+    open: bool
+    depth: int = 0  # atomic blocks entered
+    needs_rollback: bool = False
+    autocommit: bool = True
+    driver: str | None = None  # the driver's transaction status while open
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadConnection:
+    """A Django connection another thread opened during the test, as it was after teardown."""
+
+    alias: str
+    vendor: str
+    thread: str
+    thread_alive: bool
+    phase: str
+    pid: int | None
+    site: str | None
+    via: str | None  # "sync_to_async": asgiref's executor thread connected
+    open: bool
+    state: ConnectionState | None  # while open

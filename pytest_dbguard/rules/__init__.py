@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 
 # The built-in rule modules, in the order rules are judged and their findings listed.
-BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "nplusone", "regression", "shape", "stress")
+BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "swallowed", "async_orm", "pools", "nplusone",
+                   "duplicate", "regression", "shape", "stress")
 
 
 def builtin_specs() -> list[RuleSpec]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_dbguard.rules.lifecycle import HINT_SWALLOWED, check_swallowed_db_error
+from pytest_dbguard.rules.swallowed import HINT_SWALLOWED, check_swallowed_db_error
 from tests.records import RecordBuilder, context
 
 pytestmark = pytest.mark.unit
