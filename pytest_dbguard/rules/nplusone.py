@@ -1,5 +1,8 @@
-"""N+1 rules: `nplusone` (lazy relation loads) and `nplusone-loop`, and the helpers the other
-repeated-query rules share (`duplicate` lives in duplicate.py)."""
+"""N+1 rules: `nplusone` (lazy relation loads) and `nplusone-loop`.
+
+Also the helpers the other repeated-query rules share (duplicate.py, shape.py): the threshold,
+unit and call-site wording, test-code sites, the rows outside lazy loads (plain_groups).
+"""
 
 from __future__ import annotations
 
