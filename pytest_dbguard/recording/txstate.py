@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from ..events import NO_SITE, QueryRow
-from ..facts import ConnectionState, ThreadConnection
+from ..facts import CaughtDbError, ConnectionState, ThreadConnection
 from ..text import first_line
 from .atomic_exits import AtomicExits
 from .callsite import THIRD_PARTY, USER, FrameClassifier
@@ -144,7 +144,7 @@ class LifecycleProbe:
         if self.exits is not None:
             self.exits.watch(exc, wrapper)
 
-    def _caught_errors(self) -> list[dict[str, Any]]:
+    def _caught_errors(self) -> list[CaughtDbError]:
         catalog = self.hub.catalog
         swallowed = self.exits.swallowed if self.exits is not None else {}
         out = []
@@ -153,22 +153,21 @@ class LifecycleProbe:
             shape_i, site_i, _, _, _, _, _, extra = error.row
             shape = catalog.shapes[shape_i]
             caught_in, caught_at, caught_by = self._catcher(exc.__traceback__)
-            out.append({
-                "exc_id": id(exc),
-                "type": type(exc).__name__,
-                "message": first_line(exc),
-                "sqlstate": (extra or {}).get("sqlstate"),
-                "sql": short_sql(shape.fingerprint),
-                "site": str(catalog.sites[site_i]) if site_i != NO_SITE else None,
-                "alias": error.alias,
-                "thread_ident": error.thread_ident,
-                "thread": error.thread,
-                "caught_in": caught_in,
-                "caught_at": caught_at,
-                "caught_by": caught_by,
-                # caught inside the atomic block it was raised in: where and how that block ended
-                "in_block": swallowed.get(id(exc)),
-            })
+            out.append(CaughtDbError(
+                exc_id=id(exc),
+                type=type(exc).__name__,
+                message=first_line(exc),
+                sqlstate=(extra or {}).get("sqlstate"),
+                sql=short_sql(shape.fingerprint),
+                site=str(catalog.sites[site_i]) if site_i != NO_SITE else None,
+                alias=error.alias,
+                thread_ident=error.thread_ident,
+                thread=error.thread,
+                caught_in=caught_in,
+                caught_at=caught_at,
+                caught_by=caught_by,
+                in_block=swallowed.get(id(exc)),
+            ))
         return out
 
     def _catcher(self, tb: TracebackType | None) -> tuple[str, str | None, str]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from ..events import Finding, TestRecord
-from ..facts import ConnectionState
+from ..facts import CaughtDbError, ConnectionState
 from ..text import plural
 from .lifecycle import LIFECYCLE_PROBES, lifecycle_facts
 from .registry import TestContext, rule
@@ -22,12 +21,13 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
     lifecycle = lifecycle_facts(record)
     raised_facts = record.facts.get("raised") or {}
     raised = set(raised_facts.get("exc_ids", ()))
-    caught = [e for e in lifecycle.get("errors", ()) if e["caught_by"] == "code"]
+    errors_seen: list[CaughtDbError] = lifecycle.get("errors", [])
+    caught = [e for e in errors_seen if e.caught_by == "code"]
     # an error swallowed inside its block never left it, even when a failure the test ends
     # with names it as its cause (TransactionManagementError is raised `from` it)
-    findings = _swallowed_in_block([e for e in caught if e.get("in_block")], record,
+    findings = _swallowed_in_block([e for e in caught if e.in_block is not None], record,
                                    raised_facts.get("type"))
-    swallowed = [e for e in caught if not e.get("in_block") and e["exc_id"] not in raised]
+    swallowed = [e for e in caught if e.in_block is None and e.exc_id not in raised]
     if not swallowed:
         return findings
     ends: list[ConnectionState] = lifecycle.get("txstate", {}).get("call", [])
@@ -39,8 +39,8 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
             reasons.append("needs_rollback")
         if end.driver == "in error":
             reasons.append("the driver reports INERROR")
-        errors = [e for e in swallowed if e["alias"] == end.alias
-                  and e["thread_ident"] == lifecycle.get("test_ident", e["thread_ident"])]
+        errors = [e for e in swallowed if e.alias == end.alias
+                  and e.thread_ident == lifecycle.get("test_ident", e.thread_ident)]
         if not reasons or not errors:
             continue
         lines = _error_lines(errors)
@@ -57,24 +57,26 @@ def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterab
     return findings
 
 
-def _error_lines(errors: list[dict[str, Any]]) -> list[str]:
+def _error_lines(errors: list[CaughtDbError]) -> list[str]:
     lines = []
     for error in errors:
-        code = f" (SQLSTATE {error['sqlstate']})" if error["sqlstate"] else ""
-        lines.append(f"{error['type']}{code}: {error['message']}")
-        lines.append(f"    from {error['sql']} at {error['site'] or 'an unknown place'}; "
-                     f"caught and not re-raised in {error['caught_in']}() at "
-                     f"{error['caught_at']}")
+        code = f" (SQLSTATE {error.sqlstate})" if error.sqlstate else ""
+        lines.append(f"{error.type}{code}: {error.message}")
+        lines.append(f"    from {error.sql} at {error.site or 'an unknown place'}; "
+                     f"caught and not re-raised in {error.caught_in}() at "
+                     f"{error.caught_at}")
     return lines
 
 
-def _swallowed_in_block(errors: list[dict[str, Any]], record: TestRecord,
+def _swallowed_in_block(errors: list[CaughtDbError], record: TestRecord,
                         failed_with: str | None) -> list[Finding]:
     """Errors caught inside the very atomic block they broke, one finding per block."""
-    blocks: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    blocks: dict[tuple[str, str, str], list[CaughtDbError]] = {}
     for error in errors:
-        block = error["in_block"]
-        blocks.setdefault((error["alias"], block["block_exit"], block["outcome"]),
+        block = error.in_block
+        if block is None:
+            continue
+        blocks.setdefault((error.alias, block.block_exit, block.outcome),
                           []).append(error)
     findings = []
     for (alias, block_exit, outcome), group in blocks.items():
