@@ -197,3 +197,60 @@ class EagerLoad:
 
 
 EAGER_LOADS = "eager_loads"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """What one Django connection object said about its transaction, read without SQL."""
+
+    alias: str
+    vendor: str
+    open: bool
+    depth: int = 0  # atomic blocks entered
+    needs_rollback: bool = False
+    autocommit: bool = True
+    driver: str | None = None  # the driver's transaction status while open
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadConnection:
+    """A Django connection another thread opened during the test, as it was after teardown."""
+
+    alias: str
+    vendor: str
+    thread: str
+    thread_alive: bool
+    phase: str
+    pid: int | None
+    site: str | None
+    via: str | None  # "sync_to_async": asgiref's executor thread connected
+    open: bool
+    state: ConnectionState | None  # while open
+
+
+@dataclass(frozen=True, slots=True)
+class BlockExit:
+    """How the atomic block a database error was caught in ended (the error never left it)."""
+
+    block_exit: str  # the project line whose `with atomic()` ended the block
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtDbError:
+    """A failed query's exception during the test body, and who caught it."""
+
+    exc_id: int
+    type: str
+    message: str
+    sqlstate: str | None
+    sql: str
+    site: str | None
+    alias: str
+    thread_ident: int | None
+    thread: str
+    caught_in: str  # the function that caught it
+    caught_at: str | None
+    caught_by: str  # "test", "code" or "internal"
+    in_block: BlockExit | None = None  # caught inside the very atomic block it broke

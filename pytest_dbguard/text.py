@@ -22,3 +22,8 @@ def first_line(exc: BaseException) -> str:
     """An exception's message for a one-line report: its first line, or its type's name."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """`n` with the noun that fits it: "1 connection", "2 connections"."""
+    return f"{n} {one if n == 1 else many}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pytest_dbguard.recording.fingerprint import make_shape, short_sql
-from pytest_dbguard.rules.lifecycle import HINT_ASYNC, HINT_OPEN_TX, HINT_SWALLOWED
+from pytest_dbguard.rules.async_orm import HINT_ASYNC
+from pytest_dbguard.rules.lifecycle import HINT_OPEN_TX
+from pytest_dbguard.rules.swallowed import HINT_SWALLOWED
 from tests.lifecycle_support import line_of, run_json
 from tests.test_restore import RESTORED
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_dbguard.rules.lifecycle import HINT_SWALLOWED
+from pytest_dbguard.rules.swallowed import HINT_SWALLOWED
 from tests.lifecycle_support import line_of, run_json
 
 IMPORTS = """

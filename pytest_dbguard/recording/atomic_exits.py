@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from ..facts import BlockExit
 from .callsite import THIRD_PARTY, USER, FrameClassifier
 from .psycopg import driver_status
 
@@ -29,7 +30,7 @@ class AtomicExits:
         # id(Atomic) -> [(exception, connection)] raised directly inside that block
         self.pending: dict[int, list[tuple[BaseException, Any]]] = {}
         # id(exception) -> how the block it was swallowed in ended
-        self.swallowed: dict[int, dict[str, Any]] = {}
+        self.swallowed: dict[int, BlockExit] = {}
         self._original: Any = None
 
     def install(self) -> None:
@@ -87,8 +88,7 @@ class AtomicExits:
             site = self._block_site(caller)
             if site is None:
                 continue  # a block of Django's own (TestCase, pytest-django's db fixture)
-            self.swallowed[id(exc)] = {"block_exit": site,
-                                       "outcome": _outcome(wrapper, exc_value)}
+            self.swallowed[id(exc)] = BlockExit(site, _outcome(wrapper, exc_value))
 
     def _block_site(self, frame: Any) -> str | None:
         """The project line whose `with atomic()` (or @atomic function) ends the block."""

@@ -1,4 +1,5 @@
-"""Finds the user frame behind a query cheaply: code objects are classified once and cached."""
+"""Finds the user frame behind a query cheaply (code objects are classified once and cached),
+and what Django was doing around it: a lazy load, a template render, a cascade."""
 
 from __future__ import annotations
 
@@ -6,36 +7,30 @@ import os
 import sys
 import sysconfig
 from types import CodeType, FrameType
-from typing import Any
 
-from ..events import NO_CONTEXT, NO_SITE, CallSite, Catalog, QueryContext, Relation
-
-# Frame kinds. USER ends the walk to the call site; kinds >= MARK are internal frames the tap
-# keeps (rarely: ORM and template frames) so that resolve_context() can say what Django was
-# doing around the query.
-USER = 0
-INTERNAL = 1
-THIRD_PARTY = 2
-MARK = 3
-LAZY_FORWARD = 3  # book.author: forward FK / one-to-one descriptor __get__
-LAZY_REVERSE_ONE = 4  # author.profile: reverse one-to-one descriptor __get__
-QS_EVAL = 5  # a QuerySet evaluating itself; related managers' querysets are told apart by hints
-LAZY_DEFERRED = 6  # book.title after only()/defer(): DeferredAttribute.__get__
-LAZY_GENERIC_FK = 7  # comment.content_object: GenericForeignKey.__get__
-IN_PREFETCH = 8  # prefetch_related machinery
-IN_DELETE = 9  # the deletion collector (cascades)
-IN_REFRESH = 10  # Model.refresh_from_db
-IN_TEMPLATE = 11  # django.template.base.Template.render
-IN_CONTEXT_PROCESSORS = 12  # RequestContext.bind_template runs the context processors
-# Django's test machinery: the test transaction's savepoints, flush, sequence resets, loaddata
-IN_HARNESS = 13
-# where the extended walk (templates, cascades) stops: pytest calling the test function. Below
-# MARK so that the tap's own walk treats it as any internal frame.
-WALK_END = -1
+from ..events import NO_CONTEXT, NO_SITE, CallSite, Catalog, QueryContext
+from .framekinds import (
+    IN_CONTEXT_PROCESSORS,
+    IN_DELETE,
+    IN_HARNESS,
+    IN_PREFETCH,
+    IN_REFRESH,
+    IN_TEMPLATE,
+    INTERNAL,
+    LAZY_DEFERRED,
+    LAZY_FORWARD,
+    LAZY_GENERIC_FK,
+    LAZY_REVERSE_ONE,
+    MARK,
+    QS_EVAL,
+    QS_OPERATIONS,
+    THIRD_PARTY,
+    USER,
+    WALK_END,
+)
+from .relations import RelationFinder, template_name
 
 _DESCRIPTOR_KINDS = (LAZY_FORWARD, LAZY_REVERSE_ONE, LAZY_DEFERRED, LAZY_GENERIC_FK)
-_QS_OPERATIONS = {"_fetch_all": "fetch", "_iterator": "fetch", "count": "count",
-                  "exists": "exists", "aggregate": "count", "contains": "exists"}
 # How far past the call site the extended walk looks (templates, cascades), in frames.
 EXTENDED_WALK_LIMIT = 120
 
@@ -72,10 +67,9 @@ class FrameClassifier:
         # id(code) -> {instruction offset -> index into catalog.sites}
         self.site_index: dict[int, dict[int, int]] = {}
         self._pinned: list[CodeType] = []
-        # context resolution caches: descriptor / relation keys -> Relation, tuple -> index
-        self._relations: dict[Any, Relation | None] = {}
+        # context resolution: the relations lazy loads follow, contexts interned by value
+        self.relations = RelationFinder()
         self._context_index: dict[QueryContext, int] = {NO_CONTEXT: 0}
-        self._pinned_objects: list[Any] = []
 
     def classify(self, code: CodeType) -> int:
         kind = self._classify(code)
@@ -114,7 +108,7 @@ class FrameClassifier:
             if qualname == "ReverseOneToOneDescriptor.__get__":
                 return LAZY_REVERSE_ONE
         elif relative == "db/models/query.py":
-            if qualname.startswith("QuerySet.") and name in _QS_OPERATIONS:
+            if qualname.startswith("QuerySet.") and name in QS_OPERATIONS:
                 return QS_EVAL
             if name in ("prefetch_related_objects", "prefetch_one_level"):
                 return IN_PREFETCH
@@ -183,14 +177,14 @@ class FrameClassifier:
         bypassed = False
         instance = None
         if descriptor is not None:
-            relation = self._descriptor_relation(descriptor)
+            relation = self.relations.of_descriptor(descriptor, kinds[id(descriptor.f_code)])
             instance = descriptor.f_locals.get("instance")
         elif qs_frame is not None and IN_REFRESH not in vetoes:
-            relation, bypassed = self._manager_relation(qs_frame)
+            relation, bypassed = self.relations.of_manager(qs_frame)
             if relation is not None:
                 hints = getattr(qs_frame.f_locals.get("self"), "_hints", None)
                 instance = hints.get("instance") if hints else None
-            operation = _QS_OPERATIONS.get(qs_frame.f_code.co_name, "fetch")
+            operation = QS_OPERATIONS.get(qs_frame.f_code.co_name, "fetch")
         if (relation is not None or watch_templates) and user is not None:
             # the rest of the stack: a cascade, a prefetch or a template further out
             outer: FrameType | None = user.f_back
@@ -222,7 +216,7 @@ class FrameClassifier:
             suppressed = None  # a deferred field loads through refresh_from_db: still lazy
         template = via = function = None
         if template_frame is not None:
-            template = _template_name(template_frame)
+            template = template_name(template_frame)
             if processors:
                 via = "context-processor"
             elif relation is not None and not user_seen_before_template:
@@ -249,76 +243,6 @@ class FrameClassifier:
                 self._context_index[context] = found
         return found, load
 
-    def _descriptor_relation(self, frame: FrameType) -> Relation | None:
-        local = frame.f_locals
-        descriptor = local.get("self")
-        instance = local.get("instance")
-        if descriptor is None or instance is None:
-            return None
-        key = id(descriptor)
-        if key in self._relations:
-            return self._relations[key]
-        kind = self.kinds[id(frame.f_code)]
-        relation: Relation | None = None
-        try:
-            if kind == LAZY_FORWARD:
-                field = descriptor.field
-                relation = Relation("forward", field.model.__name__, field.name,
-                                    field.related_model.__name__, field.model._meta.db_table)
-            elif kind == LAZY_REVERSE_ONE:
-                related = descriptor.related
-                relation = Relation("reverse-one", related.model.__name__,
-                                    related.get_accessor_name(), related.related_model.__name__,
-                                    related.model._meta.db_table)
-            elif kind == LAZY_DEFERRED:
-                field = descriptor.field
-                relation = Relation("deferred", field.model.__name__, field.attname,
-                                    field.model.__name__, field.model._meta.db_table)
-            elif kind == LAZY_GENERIC_FK:
-                field = getattr(descriptor, "field", descriptor)  # Django 6 wraps the field
-                model = field.model
-                relation = Relation("generic-fk", model.__name__, field.name, "?",
-                                    model._meta.db_table)
-        except Exception:
-            relation = None
-        self._pinned_objects.append(descriptor)
-        self._relations[key] = relation
-        return relation
-
-    def _manager_relation(self, frame: FrameType) -> tuple[Relation | None, bool]:
-        """The related manager behind a queryset being evaluated, if it came from one.
-
-        Reverse-FK and many-to-many managers give their querysets the owning instance as a
-        router hint (`_add_hints(instance=...)`); reverse-FK ones also set
-        `_known_related_objects` naming the foreign key. Prefetch querysets carry the hint
-        too, which is why prefetch frames veto (see resolve_context).
-        """
-        queryset = frame.f_locals.get("self")
-        hints = getattr(queryset, "_hints", None)
-        if not hints:
-            return None, False
-        instance = hints.get("instance")
-        if instance is None:
-            return None, False
-        known = getattr(queryset, "_known_related_objects", None)
-        fk = next(iter(known), None) if known else None
-        source = type(instance)
-        target = getattr(queryset, "model", None)
-        key = (source, target, fk)
-        if key in self._relations:
-            relation = self._relations[key]
-        else:
-            relation = _manager_relation(source, target, fk)
-            self._relations[key] = relation
-            self._pinned_objects.append(key)
-        bypassed = False
-        if relation is not None:
-            cache = getattr(instance, "_prefetched_objects_cache", None)
-            if cache:
-                names = {relation.field, *(name for name, _ in relation.candidates)}
-                bypassed = any(name in cache for name in names)
-        return relation, bypassed
-
     def add_site(self, frame: FrameType) -> int:
         """Index of the call site at `frame`'s current instruction, added on first sight."""
         code = frame.f_code
@@ -341,49 +265,6 @@ class FrameClassifier:
         except ValueError:
             return absolute
         return absolute if relative.startswith("..") else relative.replace(os.sep, "/")
-
-
-def _template_name(frame: FrameType) -> str:
-    template = frame.f_locals.get("self")
-    name = getattr(template, "name", None)
-    if not name:
-        origin = getattr(template, "origin", None)
-        name = getattr(origin, "template_name", None) or getattr(origin, "name", None)
-    return str(name) if name and name != "<unknown source>" else "<string>"
-
-
-def _manager_relation(source: type, target: Any, fk: Any) -> Relation | None:
-    """The relation of `source` whose manager loads `target` rows (None if there is none)."""
-    meta = getattr(source, "_meta", None)
-    target_meta = getattr(target, "_meta", None)
-    if meta is None or target_meta is None:
-        return None
-    if fk is not None:
-        # reverse FK: the queryset names its foreign key exactly
-        remote = fk.remote_field
-        return Relation("manager", source.__name__, remote.get_accessor_name(),
-                        target.__name__, meta.db_table)
-    concrete = target_meta.concrete_model
-    found: list[tuple[str, str]] = []
-    for field in meta.get_fields():
-        if not field.many_to_many or field.related_model is None:
-            continue
-        related_meta = getattr(field.related_model, "_meta", None)
-        if related_meta is None or related_meta.concrete_model is not concrete:
-            continue
-        if field.auto_created:  # reverse side: ManyToManyRel
-            name = field.get_accessor_name()
-            through = field.through
-        else:
-            name = field.name
-            through = field.remote_field.through
-        table = through._meta.db_table if through is not None else ""
-        found.append((name, table))
-    if not found:
-        return None
-    candidates = tuple(found) if len(found) > 1 else ()
-    return Relation("manager", source.__name__, found[0][0], target.__name__, meta.db_table,
-                    candidates)
 
 
 def find_user_frame(classifier: FrameClassifier, frame: FrameType | None) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from ..events import (
 )
 from .awaits import AWAITED_SITE
 from .callsite import MARK, THIRD_PARTY, USER, find_user_frame
+from .ledger import LedgerEntry
 from .recorder import Hub, TestRecorder
 
 _getframe = sys._getframe
@@ -244,13 +245,13 @@ class DjangoTaps:
                 seen.add(id(wrapper))
                 described.append(f"{wrapper.alias} ({wrapper.vendor}) of the test thread")
         for entry in recorder.connections:
-            wrapper = entry.get("wrapper")
-            if (wrapper is not None and id(wrapper) in seen) or entry.get("shared"):
+            wrapper = entry.wrapper
+            if (wrapper is not None and id(wrapper) in seen) or entry.shared:
                 continue
-            if not entry["is_closed"]():
-                site = f" at {entry['site']}" if entry.get("site") else ""
-                described.append(f"{entry['alias']} ({entry['vendor']}) opened by thread "
-                                 f"{entry['thread']}{site} during {entry['phase']}")
+            if not entry.is_closed():
+                site = f" at {entry.site}" if entry.site else ""
+                described.append(f"{entry.alias} ({entry.vendor}) opened by thread "
+                                 f"{entry.thread}{site} during {entry.phase}")
         return described
 
     def note_peak(self, recorder: TestRecorder) -> None:
@@ -286,28 +287,22 @@ class DjangoTaps:
         site_i, _ = find_user_frame(self.hub.classifier, frame)
         thread = threading.current_thread()
         recorder.vendors.add(connection.vendor)
-        recorder.connections.append({
-            "kind": "django",
-            "alias": connection.alias,
-            "vendor": connection.vendor,
-            "thread": thread.name,
-            "thread_ident": thread.ident,
-            "thread_ref": weakref.ref(thread),
-            "phase": recorder.current_phase,
-            # opened by a session/module/class fixture: shared, never one test's leak
-            "shared": self.hub.rows is self.hub.shared_rows,
-            "pid": _backend_pid(raw),
-            "site": self.hub.catalog.sites[site_i] if site_i != NO_SITE else None,
-            "via": _opened_via(frame),
-            # Django ignores close() on an in-memory SQLite database (closing would destroy
-            # it), so whether such a connection was left open says nothing
-            "closable": not _in_memory(connection),
-            "is_closed": is_closed,
-            # A connection of a thread that exits without closing it lives on in a reference
-            # cycle until the garbage collector runs: holding it until the test is judged
-            # makes "still open after teardown" deterministic. The lifecycle probe lets go.
-            "wrapper": connection,
-        })
+        recorder.connections.append(LedgerEntry(
+            kind="django",
+            alias=connection.alias,
+            vendor=connection.vendor,
+            thread=thread.name,
+            phase=recorder.current_phase,
+            pid=_backend_pid(raw),
+            site=self.hub.catalog.sites[site_i] if site_i != NO_SITE else None,
+            shared=self.hub.rows is self.hub.shared_rows,
+            is_closed=is_closed,
+            thread_ident=thread.ident,
+            thread_ref=weakref.ref(thread),
+            via=_opened_via(frame),
+            closable=not _in_memory(connection),
+            wrapper=connection,
+        ))
         self.note_peak(recorder)
 
     def _on_request_started(self, sender: Any, environ: Any = None, scope: Any = None,

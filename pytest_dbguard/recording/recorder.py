@@ -27,6 +27,7 @@ from ..events import (
 )
 from .callsite import FrameClassifier
 from .fingerprint import Fingerprinter
+from .ledger import ConnectionLedger
 
 # How many example SQL texts one fingerprint keeps per phase: counts are kept for every query.
 EXAMPLES_PER_FINGERPRINT = 3
@@ -156,7 +157,7 @@ class TestRecorder:
         self.phase_rows: dict[str, list[QueryRow]] = {}
         self.phase_records: dict[str, PhaseRecord] = {}
         self.current_phase: str | None = None
-        self.connections: list[dict[str, Any]] = []
+        self.connections = ConnectionLedger()
         self.peak_connections = 0
         self.vendors: set[str] = set()
         self.facts: dict[str, Any] = {}
@@ -221,9 +222,8 @@ class TestRecorder:
         vendors = self.vendors | {conns[i].vendor for i in used}
         connections = tuple(
             ConnectionEvent(
-                alias=c["alias"], vendor=c["vendor"], thread=c["thread"],
-                opened_in_phase=c["phase"], backend_pid=c.get("pid"),
-                call_site=c.get("site"), closed=c["is_closed"](),
+                alias=c.alias, vendor=c.vendor, thread=c.thread, opened_in_phase=c.phase,
+                backend_pid=c.pid, call_site=c.site, closed=c.is_closed(),
             )
             for c in self.connections
         )

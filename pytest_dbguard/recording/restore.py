@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..events import Finding
+from ..facts import ConnectionState
 
 FACT = "restored"
 
@@ -25,18 +26,18 @@ def restore_connections(facts: dict[str, Any]) -> list[str]:
         return []
     from django.db import connections
 
-    before = {s["alias"]: s for s in txstate.get("setup", ())}
+    before = {s.alias: s for s in txstate.get("setup", ())}
     done: list[str] = []
     for end in ends:
-        start = before.get(end["alias"]) or {"depth": 0, "autocommit": True}
-        if not end["open"]:
+        start = before.get(end.alias)
+        if not end.open:
             continue
         try:
-            wrapper = connections[end["alias"]]
+            wrapper = connections[end.alias]
         except Exception:
             continue
         try:
-            action = _restore(wrapper, start, end)
+            action = _restore(wrapper, start.depth if start is not None else 0, end)
         except Exception as exc:
             # a connection that cannot even roll back is closed: the next test reconnects
             with contextlib.suppress(Exception):
@@ -44,28 +45,27 @@ def restore_connections(facts: dict[str, Any]) -> list[str]:
                     wrapper.close()
             action = f"could not roll back ({type(exc).__name__}) and closed the connection"
         if action:
-            done.append(f"dbguard {action} on '{end['alias']}' so that the next test starts "
+            done.append(f"dbguard {action} on '{end.alias}' so that the next test starts "
                         f"clean")
     return done
 
 
-def _restore(wrapper: Any, start: dict[str, Any], end: dict[str, Any]) -> str | None:
-    start_depth = int(start.get("depth") or 0)
+def _restore(wrapper: Any, start_depth: int, end: ConnectionState) -> str | None:
     if start_depth == 0:
-        if not (end["depth"] or not end["autocommit"]
-                or end.get("driver") in ("in transaction", "in error")):
+        if not (end.depth or not end.autocommit
+                or end.driver in ("in transaction", "in error")):
             return None
         _drop_atomic_state(wrapper, 0)
         wrapper.needs_rollback = False
         wrapper.rollback()
         wrapper.set_autocommit(True)
         return "rolled the transaction back, turned autocommit back on and cleared the atomic state"
-    if end["depth"] <= start_depth:
+    if end.depth <= start_depth:
         return None  # the enclosing block (pytest-django's) rolls back what it holds
     _drop_atomic_state(wrapper, start_depth)
     # what the abandoned blocks did must not be committed by the enclosing one
     wrapper.needs_rollback = True
-    return (f"closed the {end['depth'] - start_depth} atomic block(s) the test left open "
+    return (f"closed the {end.depth - start_depth} atomic block(s) the test left open "
             f"(the enclosing transaction rolls back)")
 
 

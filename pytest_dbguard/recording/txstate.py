@@ -15,11 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from ..events import NO_SITE, QueryRow
+from ..facts import CaughtDbError, ConnectionState, ThreadConnection
 from ..text import first_line
 from .atomic_exits import AtomicExits
 from .callsite import THIRD_PARTY, USER, FrameClassifier
 from .django_db import DjangoTaps
 from .fingerprint import short_sql
+from .ledger import LedgerEntry
 from .psycopg import backend_pid, driver_status
 from .recorder import Hub, TestRecorder
 
@@ -32,22 +34,22 @@ _POLL_S = 0.005
 DEFAULT_TEST_FILES = ("test_*.py", "*_test.py", "conftest.py")
 
 
-def connection_state(wrapper: Any) -> dict[str, Any]:
+def connection_state(wrapper: Any) -> ConnectionState:
     """What one Django connection object says about its transaction, read without SQL."""
     raw = wrapper.connection
     blocks = getattr(wrapper, "atomic_blocks", None)
     depth = len(blocks) if blocks is not None else (
         len(wrapper.savepoint_ids) + 1 if wrapper.in_atomic_block else 0)
-    return {
-        "alias": wrapper.alias,
-        "vendor": wrapper.vendor,
-        "open": raw is not None,
-        "depth": depth,
-        "needs_rollback": bool(wrapper.needs_rollback),
-        "autocommit": bool(wrapper.autocommit),
-        "driver": driver_status(raw) if raw is not None else None,
-        "pid": backend_pid(raw) if raw is not None else None,
-    }
+    return ConnectionState(
+        alias=wrapper.alias,
+        vendor=wrapper.vendor,
+        open=raw is not None,
+        depth=depth,
+        needs_rollback=bool(wrapper.needs_rollback),
+        autocommit=bool(wrapper.autocommit),
+        driver=driver_status(raw) if raw is not None else None,
+        pid=backend_pid(raw) if raw is not None else None,
+    )
 
 
 class CaughtError:
@@ -142,7 +144,7 @@ class LifecycleProbe:
         if self.exits is not None:
             self.exits.watch(exc, wrapper)
 
-    def _caught_errors(self) -> list[dict[str, Any]]:
+    def _caught_errors(self) -> list[CaughtDbError]:
         catalog = self.hub.catalog
         swallowed = self.exits.swallowed if self.exits is not None else {}
         out = []
@@ -151,22 +153,21 @@ class LifecycleProbe:
             shape_i, site_i, _, _, _, _, _, extra = error.row
             shape = catalog.shapes[shape_i]
             caught_in, caught_at, caught_by = self._catcher(exc.__traceback__)
-            out.append({
-                "exc_id": id(exc),
-                "type": type(exc).__name__,
-                "message": first_line(exc),
-                "sqlstate": (extra or {}).get("sqlstate"),
-                "sql": short_sql(shape.fingerprint),
-                "site": str(catalog.sites[site_i]) if site_i != NO_SITE else None,
-                "alias": error.alias,
-                "thread_ident": error.thread_ident,
-                "thread": error.thread,
-                "caught_in": caught_in,
-                "caught_at": caught_at,
-                "caught_by": caught_by,
-                # caught inside the atomic block it was raised in: where and how that block ended
-                "in_block": swallowed.get(id(exc)),
-            })
+            out.append(CaughtDbError(
+                exc_id=id(exc),
+                type=type(exc).__name__,
+                message=first_line(exc),
+                sqlstate=(extra or {}).get("sqlstate"),
+                sql=short_sql(shape.fingerprint),
+                site=str(catalog.sites[site_i]) if site_i != NO_SITE else None,
+                alias=error.alias,
+                thread_ident=error.thread_ident,
+                thread=error.thread,
+                caught_in=caught_in,
+                caught_at=caught_at,
+                caught_by=caught_by,
+                in_block=swallowed.get(id(exc)),
+            ))
         return out
 
     def _catcher(self, tb: TracebackType | None) -> tuple[str, str | None, str]:
@@ -195,49 +196,45 @@ class LifecycleProbe:
         return any(fnmatch.fnmatch(base, pattern) for pattern in self.test_file_patterns)
 
     # -- connections ---------------------------------------------------------------------------
-    def _other_thread_connections(self, recorder: TestRecorder) -> list[dict[str, Any]]:
+    def _other_thread_connections(self, recorder: TestRecorder) -> list[ThreadConnection]:
         """Django connections other threads opened during the test, as they are after teardown."""
         tracked = [c for c in recorder.connections
-                   if c.get("kind") == "django" and c.get("wrapper") is not None]
+                   if c.kind == "django" and c.wrapper is not None]
         candidates = [c for c in tracked
-                      if c["thread_ident"] != self.test_ident and not c["shared"]
-                      and c["closable"]]
+                      if c.thread_ident != self.test_ident and not c.shared and c.closable]
         _settle(candidates)
         out = []
         for entry in candidates:
-            wrapper = entry["wrapper"]
-            thread = entry["thread_ref"]()
-            closed = entry["is_closed"]()
-            state = connection_state(wrapper) if not closed else None
-            site = entry["site"]
-            out.append({
-                "alias": entry["alias"], "vendor": entry["vendor"], "thread": entry["thread"],
-                "thread_alive": thread is not None and thread.is_alive(),
-                "phase": entry["phase"], "pid": entry["pid"],
-                "site": str(site) if site is not None else None, "via": entry["via"],
-                "open": not closed, "state": state,
-            })
+            thread = entry.thread_ref() if entry.thread_ref is not None else None
+            closed = entry.is_closed()
+            out.append(ThreadConnection(
+                alias=entry.alias, vendor=entry.vendor, thread=entry.thread,
+                thread_alive=thread is not None and thread.is_alive(),
+                phase=entry.phase, pid=entry.pid,
+                site=str(entry.site) if entry.site is not None else None, via=entry.via,
+                open=not closed, state=connection_state(entry.wrapper) if not closed else None,
+            ))
         for entry in tracked:
             # freeze what the report says, then let the connection objects go
-            closed_at_end = entry["is_closed"]()
-            entry["is_closed"] = _constant(closed_at_end)
-            if not closed_at_end and entry["thread_ident"] != self.test_ident:
+            closed_at_end = entry.is_closed()
+            entry.is_closed = _constant(closed_at_end)
+            if not closed_at_end and entry.thread_ident != self.test_ident:
                 # reported above; closed now, so that pytest-django can drop the test
                 # database and a later test's leak is that test's own (even when the thread
                 # lives on, as asgiref's executor threads do)
-                _close_orphan(entry["wrapper"])
-            entry["wrapper"] = None
+                _close_orphan(entry.wrapper)
+            entry.wrapper = None
         return out
 
 
-def _settle(candidates: list[dict[str, Any]]) -> None:
+def _settle(candidates: list[LedgerEntry]) -> None:
     """Give running threads a moment to close connections they are about to close."""
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         waiting = False
         for entry in candidates:
-            thread = entry["thread_ref"]()
-            if thread is not None and thread.is_alive() and not entry["is_closed"]():
+            thread = entry.thread_ref() if entry.thread_ref is not None else None
+            if thread is not None and thread.is_alive() and not entry.is_closed():
                 waiting = True
         if not waiting:
             return

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
 
 # The built-in rule modules, in the order rules are judged and their findings listed.
-BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "nplusone", "eager", "regression", "shape",
-                   "stress")
+BUILTIN_MODULES = ("budget", "escaped", "lifecycle", "swallowed", "async_orm", "pools", "nplusone",
+                   "duplicate", "eager", "regression", "shape", "stress")
 
 
 def builtin_specs() -> list[RuleSpec]:

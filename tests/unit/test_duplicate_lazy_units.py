@@ -6,7 +6,8 @@ import pytest
 
 from pytest_dbguard.events import QueryContext, Relation
 from pytest_dbguard.rules import builtin_registry, evaluate
-from pytest_dbguard.rules.nplusone import check_duplicate, check_nplusone
+from pytest_dbguard.rules.duplicate import check_duplicate
+from pytest_dbguard.rules.nplusone import check_nplusone
 from tests.records import APP_SITE, RecordBuilder, context
 
 pytestmark = pytest.mark.unit

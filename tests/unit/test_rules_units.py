@@ -23,12 +23,10 @@ from pytest_dbguard.facts import (
 )
 from pytest_dbguard.rules import builtin_registry, evaluate
 from pytest_dbguard.rules.budget import Budget, check_budget
-from pytest_dbguard.rules.lifecycle import (
-    check_connection_leak,
-    check_open_transaction,
-    check_pool_exhausted,
-)
-from pytest_dbguard.rules.nplusone import check_duplicate, check_nplusone_loop, is_test_code
+from pytest_dbguard.rules.duplicate import check_duplicate
+from pytest_dbguard.rules.lifecycle import check_connection_leak, check_open_transaction
+from pytest_dbguard.rules.nplusone import check_nplusone_loop, is_test_code
+from pytest_dbguard.rules.pools import check_pool_exhausted
 from pytest_dbguard.rules.shape import (
     check_pgbouncer_unsafe,
     check_query_timeout,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_dbguard.rules.lifecycle import HINT_SWALLOWED, check_swallowed_db_error
+from pytest_dbguard.facts import BlockExit, CaughtDbError, ConnectionState
+from pytest_dbguard.rules.swallowed import HINT_SWALLOWED, check_swallowed_db_error
 from tests.records import RecordBuilder, context
 
 pytestmark = pytest.mark.unit
@@ -12,16 +13,16 @@ pytestmark = pytest.mark.unit
 ROLLED_BACK = "rolled back at its exit, silently undoing every write made in it"
 
 
-def error(exc_id: int = 1, caught_by: str = "code", in_block: dict | None = None,
-          site: str = "shop/imports.py:9") -> dict:
-    return {"exc_id": exc_id, "type": "IntegrityError", "message": "UNIQUE constraint failed",
-            "sqlstate": None, "sql": 'INSERT INTO "shop_author" ...', "site": site,
-            "alias": "default", "thread_ident": 1, "thread": "MainThread",
-            "caught_in": "import_rows", "caught_at": "shop/imports.py:10",
-            "caught_by": caught_by, "in_block": in_block}
+def error(exc_id: int = 1, caught_by: str = "code", in_block: BlockExit | None = None,
+          site: str = "shop/imports.py:9") -> CaughtDbError:
+    return CaughtDbError(exc_id=exc_id, type="IntegrityError",
+                         message="UNIQUE constraint failed", sqlstate=None,
+                         sql='INSERT INTO "shop_author" ...', site=site, alias="default",
+                         thread_ident=1, thread="MainThread", caught_in="import_rows",
+                         caught_at="shop/imports.py:10", caught_by=caught_by, in_block=in_block)
 
 
-def judge(*errors: dict, raised: dict | None = None) -> list:
+def judge(*errors: CaughtDbError, raised: dict | None = None) -> list:
     builder = RecordBuilder().fact("lifecycle", {"errors": list(errors), "txstate": {},
                                                  "test_ident": 1})
     if raised is not None:
@@ -29,7 +30,7 @@ def judge(*errors: dict, raised: dict | None = None) -> list:
     return list(check_swallowed_db_error(builder.build(), context()))
 
 
-BLOCK = {"block_exit": "shop/imports.py:6", "outcome": ROLLED_BACK}
+BLOCK = BlockExit("shop/imports.py:6", ROLLED_BACK)
 
 
 def test_error_caught_inside_its_block_fires_with_the_block_and_the_catcher():
@@ -65,3 +66,18 @@ def test_error_caught_by_the_test_is_not_a_finding():
 def test_error_that_left_its_block_is_not_a_finding():
     # no in_block: it propagated out of its block, which rolled back; the connection is clean
     assert judge(error()) == []
+
+
+def test_error_caught_outside_its_block_fires_while_the_transaction_needs_rollback():
+    broken = ConnectionState("default", "sqlite", open=True, depth=1, needs_rollback=True,
+                             autocommit=False)
+    facts = {"errors": [error()], "txstate": {"call": [broken]}, "test_ident": 1}
+    [finding] = check_swallowed_db_error(RecordBuilder().fact("lifecycle", facts).build(),
+                                         context())
+    assert finding.message == (
+        "1 database error was caught inside atomic and the transaction on 'default' was left "
+        "unusable (needs_rollback); the next query in it fails")
+    clean = ConnectionState("default", "sqlite", open=True, depth=1, autocommit=False)
+    facts = {"errors": [error()], "txstate": {"call": [clean]}, "test_ident": 1}
+    assert list(check_swallowed_db_error(RecordBuilder().fact("lifecycle", facts).build(),
+                                         context())) == []

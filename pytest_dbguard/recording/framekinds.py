@@ -1,0 +1,30 @@
+"""Frame kinds: what a frame is to dbguard, decided once per code object by FrameClassifier."""
+
+from __future__ import annotations
+
+# Frame kinds. USER ends the walk to the call site; kinds >= MARK are internal frames the tap
+# keeps (rarely: ORM and template frames) so that resolve_context() can say what Django was
+# doing around the query.
+USER = 0
+INTERNAL = 1
+THIRD_PARTY = 2
+MARK = 3
+LAZY_FORWARD = 3  # book.author: forward FK / one-to-one descriptor __get__
+LAZY_REVERSE_ONE = 4  # author.profile: reverse one-to-one descriptor __get__
+QS_EVAL = 5  # a QuerySet evaluating itself; related managers' querysets are told apart by hints
+LAZY_DEFERRED = 6  # book.title after only()/defer(): DeferredAttribute.__get__
+LAZY_GENERIC_FK = 7  # comment.content_object: GenericForeignKey.__get__
+IN_PREFETCH = 8  # prefetch_related machinery
+IN_DELETE = 9  # the deletion collector (cascades)
+IN_REFRESH = 10  # Model.refresh_from_db
+IN_TEMPLATE = 11  # django.template.base.Template.render
+IN_CONTEXT_PROCESSORS = 12  # RequestContext.bind_template runs the context processors
+# Django's test machinery: the test transaction's savepoints, flush, sequence resets, loaddata
+IN_HARNESS = 13
+# where the extended walk (templates, cascades) stops: pytest calling the test function. Below
+# MARK so that the tap's own walk treats it as any internal frame.
+WALK_END = -1
+
+# The QuerySet methods that run its query (QS_EVAL frames), and what each asks the database.
+QS_OPERATIONS = {"_fetch_all": "fetch", "_iterator": "fetch", "count": "count",
+                 "exists": "exists", "aggregate": "count", "contains": "exists"}
