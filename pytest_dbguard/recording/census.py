@@ -107,7 +107,7 @@ class CensusProbe:
 
     def _known_pids(self, recorder: TestRecorder) -> set[int]:
         """Backends dbguard can name: Django's connections, raw psycopg, psycopg-pool's."""
-        known = {c["pid"] for c in recorder.connections if c.get("pid")}
+        known = {c.pid for c in recorder.connections if c.pid}
         for wrapper in list(self.taps.wrappers):
             raw = wrapper.connection
             pid = backend_pid(raw) if raw is not None else None

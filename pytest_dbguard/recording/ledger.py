@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..events import CallSite
@@ -45,24 +45,6 @@ class LedgerEntry:
     # after teardown" deterministic. The lifecycle probe lets go.
     wrapper: Any = None
 
-    # Read access by key, for code written against the ledger's former dict entries.
-    def __getitem__(self, key: str) -> Any:
-        if key not in _FIELDS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default) if key in _FIELDS else default
-
-
-_FIELDS = frozenset(f.name for f in fields(LedgerEntry))
-
 
 class ConnectionLedger(list[LedgerEntry]):
-    """A test's ledger: a list of entries that also takes an entry given as a mapping of its
-    fields (the form probes used before the entries were typed)."""
-
-    def append(self, entry: LedgerEntry | Mapping[str, Any]) -> None:
-        if not isinstance(entry, LedgerEntry):
-            entry = LedgerEntry(**{k: v for k, v in entry.items() if k in _FIELDS})
-        super().append(entry)
+    """A test's ledger: the connections it opened, in the order they opened."""

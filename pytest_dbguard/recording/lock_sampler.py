@@ -98,12 +98,12 @@ class LockSampler:
             if conn is not None and not conn.closed:
                 self._start(_POSTGRESQL, settings, databases)
         others = [entry for entry in recorder.connections
-                  if entry.get("kind") == "django" and entry.get("phase") == "setup"
-                  and entry.get("vendor") == "postgresql" and not entry.get("shared")
-                  and entry.get("thread_ident") != self.test_ident and not entry["is_closed"]()]
+                  if entry.kind == "django" and entry.phase == "setup"
+                  and entry.vendor == "postgresql" and not entry.shared
+                  and entry.thread_ident != self.test_ident and not entry.is_closed()]
         for entry in others:
-            if entry.get("pid"):
-                self.pids[entry["pid"]] = entry["thread"]
+            if entry.pid:
+                self.pids[entry.pid] = entry.thread
         found = _django_settings(None) if others else None
         if found is not None:
             self._start(_POSTGRESQL, found, [found["NAME"]])

@@ -32,6 +32,7 @@ from .driver import (  # noqa: F401 - re-exported for the probes that read them
     driver_status,
     is_connection_refused,
 )
+from .ledger import LedgerEntry
 from .psycopg_pool import (
     async_getconn,
     async_open,
@@ -245,11 +246,11 @@ class PsycopgProbe:
         }
         self._test.setdefault("connections", []).append(entry)
         recorder.vendors.add("postgresql")
-        recorder.connections.append({
-            "kind": kind, "alias": "(psycopg)", "vendor": "postgresql", "thread": thread.name,
-            "phase": phase, "pid": pid, "site": call_site, "shared": entry["shared"],
-            "is_closed": lambda: raw_closed(ref),
-        })
+        recorder.connections.append(LedgerEntry(
+            kind=kind, alias="(psycopg)", vendor="postgresql", thread=thread.name, phase=phase,
+            pid=pid, site=call_site, shared=bool(entry["shared"]),
+            is_closed=lambda: raw_closed(ref),
+        ))
         self.on_open(recorder)
         self._announce(conn, phase)
 

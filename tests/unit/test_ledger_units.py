@@ -7,7 +7,7 @@ import pytest
 
 from pytest_dbguard.events import CallSite
 from pytest_dbguard.facts import ConnectionState, ThreadConnection
-from pytest_dbguard.recording.ledger import ConnectionLedger, LedgerEntry
+from pytest_dbguard.recording.ledger import LedgerEntry
 from pytest_dbguard.recording.recorder import Hub
 from pytest_dbguard.rules.lifecycle import (
     HINT_THREAD,
@@ -35,26 +35,6 @@ def test_entries_have_slots_and_django_defaults():
     assert not hasattr(conn, "__dict__")
     assert (conn.thread_ident, conn.thread_ref, conn.via, conn.closable, conn.wrapper) == (
         None, None, None, True, None)
-
-
-def test_a_mapping_appended_becomes_an_entry():
-    # the form a probe may still hand in: a raw psycopg connection's fields as a dict
-    ledger = ConnectionLedger()
-    ledger.append({"kind": "psycopg", "alias": "(psycopg)", "vendor": "postgresql",
-                   "thread": "MainThread", "phase": "setup", "pid": 7, "site": None,
-                   "shared": False, "is_closed": lambda: True})
-    [conn] = ledger
-    assert isinstance(conn, LedgerEntry)
-    assert (conn.kind, conn.alias, conn.pid, conn.is_closed()) == ("psycopg", "(psycopg)", 7, True)
-    assert conn.wrapper is None and conn.closable
-
-
-def test_entries_read_by_key_like_the_dicts_they_replace():
-    conn = entry()
-    assert conn["pid"] == 4242 and conn.get("pid") == 4242
-    assert conn.get("no-such-key") is None and conn.get("no-such-key", 1) == 1
-    with pytest.raises(KeyError):
-        conn["no-such-key"]
 
 
 def test_the_record_lists_each_entry_with_whether_it_is_closed():
