@@ -78,6 +78,9 @@ SELECT pid, datname, state, application_name, backend_start
 FROM pg_stat_activity
 WHERE datname = ANY(%s) AND backend_type = 'client backend' AND pid <> pg_backend_pid()
   AND backend_start >= to_timestamp(%s)
+  -- the plugin's own monitors (lock sampler, watchdog) connect to `postgres`, which an alias
+  -- may name too: never the test's connections
+  AND application_name NOT LIKE 'pytest-dbguard %%'
 ORDER BY backend_start, pid
 """
 
