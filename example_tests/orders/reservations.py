@@ -1,5 +1,7 @@
 """Stock reservations of the example bookstore: copies held for an order until it is paid."""
 
+from collections.abc import Callable
+
 from django.db import transaction
 
 from .models import OrderLine, StockItem
@@ -47,3 +49,16 @@ def reserve_in_stock_order(order_id: int, lines: list[tuple[int, int]]) -> None:
             OrderLine(order_id=order_id, book_id=book_id, quantity=quantity)
             for book_id, quantity in lines
         )
+
+
+def recount_stock(book_id: int, count_shelf: Callable[[int], int]) -> None:
+    """Correct a book's stock from a shelf count made by the warehouse.
+
+    Deliberately slow under its lock: the stock row stays locked (select_for_update) while the
+    warehouse counts, so every checkout of that book waits for the count. Asking the warehouse
+    first and locking only to write the answer keeps the lock for milliseconds.
+    """
+    with transaction.atomic():
+        item = StockItem.objects.select_for_update().get(book_id=book_id)
+        item.on_hand = count_shelf(book_id)
+        item.save(update_fields=["on_hand"])
