@@ -10,6 +10,7 @@ from ..text import short_sql
 from .registry import TestContext
 
 LOCK_WAITS = "lock_waits"
+DEFAULT_LOCK_WAIT_MS = 200  # --dbguard-lock-wait-ms
 
 
 def lock_waits_outside_stress(record: TestRecord, context: TestContext, hint: str,

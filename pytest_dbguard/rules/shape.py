@@ -23,6 +23,7 @@ from ..events import (
 from ..facts import PSYCOPG, QUERY_TIMEOUT, PsycopgFacts, QueryTimeoutFacts
 from ..text import short_sql
 from .known import site_key
+from .lockwait import DEFAULT_LOCK_WAIT_MS, LOCK_WAITS
 from .nplusone import site_text, unit_label
 from .registry import (
     PROBE_EXPLAIN,
@@ -52,11 +53,24 @@ class QueryTimeout:
 def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     phase = record.phase("call")
     limit_ms = float(context.options.get("slow_ms", DEFAULT_SLOW_MS))
+    lock_wait_ms = float(context.options.get("lock_wait_ms", DEFAULT_LOCK_WAIT_MS))
     catalog = phase.catalog
+    # time a statement spent queued on another connection's lock is lock-wait's finding, not
+    # slowness of the statement: fingerprint -> longest wait the lock sampler saw (PostgreSQL)
+    waited: dict[str, float] = {}
+    for wait in record.facts.get(LOCK_WAITS) or ():
+        waited[wait["sql"]] = max(waited.get(wait["sql"], 0.0), wait["wait_ms"])
     slowest: dict[tuple[int, int], tuple[float, int, int]] = {}  # (shape, site) -> max, n, conn
     for row in phase.rows:
         ms = row[ROW_DURATION] * 1000.0
-        if ms < limit_ms or catalog.shapes[row[ROW_SHAPE]].is_transaction_control:
+        shape = catalog.shapes[row[ROW_SHAPE]]
+        if ms < limit_ms or shape.is_transaction_control:
+            continue
+        # a wait lock-wait reports is its finding however long the rest took (the sampler sees
+        # a wait up to a polling interval late, later on a loaded machine); a shorter one is
+        # taken off the statement's time
+        wait = waited.get(shape.fingerprint, 0.0) if waited else 0.0
+        if wait and (wait >= lock_wait_ms or ms - wait < limit_ms):
             continue
         key = (row[ROW_SHAPE], row[ROW_SITE])
         worst, n, conn = slowest.get(key, (0.0, 0, row[ROW_CONN]))

@@ -8,11 +8,10 @@ from typing import Any
 from ..events import Finding, TestRecord
 from ..facts import CALL_ERROR, CallError
 from ..stress.facts import STRESS, DeadlockEvent, StressFacts
-from .lockwait import lock_waits_outside_stress
+from .lockwait import DEFAULT_LOCK_WAIT_MS, lock_waits_outside_stress
 from .registry import PROBE_LOCKS, PROBE_PSYCOPG, STRESS_ON, RuleOption, TestContext, rule
 
 DEADLOCK = "40P01"
-DEFAULT_LOCK_WAIT_MS = 200
 # Innermost frames of each stuck thread's stack shown in a hang message (JSON has them all).
 STACK_FRAMES_SHOWN = 10
 GRAPH_EDGES_SHOWN = 12

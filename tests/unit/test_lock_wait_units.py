@@ -78,3 +78,31 @@ def test_raw_connections_are_named_with_their_sites():
         "shop/raw.py:8",
         "blocked by a connection of psycopg-pool 'jobs' (pid 13), idle in transaction, last "
         'statement: SELECT ... FROM "shop_author" WHERE "shop_author"."id" = %s FOR UPDATE']
+
+
+def slow_findings(duration_ms: float, *waits: dict) -> list:
+    from pytest_dbguard.rules.shape import check_slow_query
+
+    record = (RecordBuilder()
+              .query("UPDATE \"shop_author\" SET \"name\" = 'b' WHERE \"shop_author\".\"id\" = 1",
+                     site="shop/views.py:30", vendor="postgresql", duration_ms=duration_ms)
+              .fact(LOCK_WAITS, list(waits)).build())
+    return [f.evidence["site"] for f in check_slow_query(record, context())]
+
+
+def test_time_queued_on_a_lock_is_not_slow_query():
+    # 1000 ms in all, 960 of them seen waiting: the statement took 40 ms of its own
+    assert slow_findings(1000, wait(960)) == []
+    # a wait lock-wait reports (200 ms and more) is its finding, however long the rest took
+    assert slow_findings(1000, wait(250)) == []
+
+
+def test_slow_after_a_short_wait_or_without_one_is_slow_query():
+    # 150 ms seen waiting out of 900 (under lock-wait's 200 ms): 750 ms of its own
+    assert slow_findings(900, wait(150)) == ["shop/views.py:30"]
+    # but 60 of 150 ms seen waiting: 90 ms of its own, under the 100 ms limit
+    assert slow_findings(150, wait(60)) == []
+    assert slow_findings(900) == ["shop/views.py:30"]
+    # another statement's wait does not excuse this one
+    other = dict(wait(900), sql='DELETE FROM "shop_author" WHERE "shop_author"."id" = %s')
+    assert slow_findings(900, other) == ["shop/views.py:30"]
