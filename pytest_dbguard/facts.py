@@ -254,3 +254,29 @@ class CaughtDbError:
     caught_at: str | None
     caught_by: str  # "test", "code" or "internal"
     in_block: BlockExit | None = None  # caught inside the very atomic block it broke
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """A backend another of the test's connections waited on (lock sampler, outside stress)."""
+
+    pid: int
+    state: str | None  # its pg_stat_activity state, "idle in transaction" typically
+    sql: str  # fingerprint of its last statement; "" when not known
+    thread: str | None = None  # the test's thread whose connection it is
+    connection: str | None = None  # how a raw psycopg connection or pool checkout is named
+
+
+@dataclass(frozen=True, slots=True)
+class LockWait:
+    """One statement of the test body seen waiting for a lock, with the backends it waited on."""
+
+    pid: int
+    sql: str  # fingerprint
+    wait_ms: float  # the longest wait a sample saw
+    blockers: tuple[LockHolder, ...]
+    thread: str | None = None
+    connection: str | None = None
+
+
+LOCK_WAITS = "lock_waits"  # list[LockWait], longest first

@@ -19,12 +19,12 @@ import weakref
 from typing import Any
 
 from ..backends import Backend, for_vendor
+from ..facts import LOCK_WAITS, LockHolder, LockWait
 from .psycopg import backend_pid
 from .recorder import Hub, TestRecorder
 
 APPLICATION_NAME = "pytest-dbguard lock sampler"
 INTERVAL_S = 0.02
-LOCK_WAITS = "lock_waits"
 
 # raw psycopg connections and asgiref hand-offs are sampled through the Django aliases that
 # point at PostgreSQL (_django_settings), the one server whose lock waits can be read so far
@@ -83,10 +83,13 @@ class LockSampler:
                 self.pids[pid] = threading.current_thread().name
         waits = []
         for wait in sorted(self._waits.values(), key=lambda w: -w["wait_ms"]):
-            blockers = [dict(b, thread=self.pids.get(b["pid"]), connection=self.raw.get(b["pid"]))
-                        for b in wait["blockers"].values()]
-            waits.append(dict(wait, thread=self.pids.get(wait["pid"]),
-                              connection=self.raw.get(wait["pid"]), blockers=blockers))
+            blockers = tuple(
+                LockHolder(b["pid"], b["state"], b["sql"], thread=self.pids.get(b["pid"]),
+                           connection=self.raw.get(b["pid"]))
+                for b in wait["blockers"].values())
+            waits.append(LockWait(wait["pid"], wait["sql"], wait["wait_ms"], blockers,
+                                  thread=self.pids.get(wait["pid"]),
+                                  connection=self.raw.get(wait["pid"])))
         recorder.facts[self.name] = waits
 
     def _start_for_setup(self, recorder: TestRecorder) -> None:

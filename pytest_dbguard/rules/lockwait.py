@@ -2,51 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..events import NO_SITE, ROW_CONN, ROW_SHAPE, ROW_SITE, Finding, TestRecord
-from ..facts import PSYCOPG, PsycopgFacts
+from ..facts import LOCK_WAITS, PSYCOPG, LockHolder, LockWait, PsycopgFacts
 from ..text import short_sql
 from .registry import TestContext
 
-LOCK_WAITS = "lock_waits"
 DEFAULT_LOCK_WAIT_MS = 200  # --dbguard-lock-wait-ms
 
 
 def lock_waits_outside_stress(record: TestRecord, context: TestContext, hint: str,
                               default_ms: int) -> list[Finding]:
-    waits: list[dict[str, Any]] = record.facts.get(LOCK_WAITS) or []
+    waits: list[LockWait] = record.facts.get(LOCK_WAITS) or []
     threshold = int(context.options.get("lock_wait_ms", default_ms))
     sites = _sites(record)
     findings = []
     for wait in waits:
-        if wait["wait_ms"] < threshold:
+        if wait.wait_ms < threshold:
             continue
-        lines = [f"{_who(wait)} waited {wait['wait_ms']:.0f} ms: {short_sql(wait['sql'])}"
+        lines = [f"{_who(wait)} waited {wait.wait_ms:.0f} ms: {short_sql(wait.sql)}"
                  f"{_at(sites, wait)}"]
-        for blocker in sorted(wait["blockers"], key=lambda b: b["pid"]):
-            state = f", {blocker['state']}" if blocker.get("state") else ""
-            last = (f", last statement: {short_sql(blocker['sql'])}{_at(sites, blocker)}"
-                    if blocker.get("sql") else "")
+        for blocker in sorted(wait.blockers, key=lambda b: b.pid):
+            state = f", {blocker.state}" if blocker.state else ""
+            last = (f", last statement: {short_sql(blocker.sql)}{_at(sites, blocker)}"
+                    if blocker.sql else "")
             lines.append(f"blocked by {_who(blocker)}{state}{last}")
         findings.append(Finding(
             rule="lock-wait",
             nodeid=record.nodeid,
             phase="call",
-            message=(f"a statement waited {wait['wait_ms']:.0f} ms for a lock held by another "
+            message=(f"a statement waited {wait.wait_ms:.0f} ms for a lock held by another "
                      f"connection of this test (threshold {threshold} ms)"),
             hint=hint,
-            evidence={"max_wait_ms": wait["wait_ms"], "lines": lines},
+            evidence={"max_wait_ms": wait.wait_ms, "lines": lines},
         ))
     return findings
 
 
-def _who(entry: dict[str, Any]) -> str:
-    thread, raw = entry.get("thread"), entry.get("connection")
+def _who(entry: LockWait | LockHolder) -> str:
+    thread, raw = entry.thread, entry.connection
     name = f"thread {thread}" if thread else "a backend of the test database"
     if raw:  # a raw psycopg connection or pool checkout
         name = f"{raw} of {name}" if thread else raw
-    return f"{name} (pid {entry['pid']})"
+    return f"{name} (pid {entry.pid})"
 
 
 def _sites(record: TestRecord) -> dict[tuple[str, str], str]:
@@ -75,6 +72,6 @@ def _sites(record: TestRecord) -> dict[tuple[str, str], str]:
     return found
 
 
-def _at(sites: dict[tuple[str, str], str], entry: dict[str, Any]) -> str:
-    site = sites.get((entry.get("thread") or "", entry.get("sql") or ""))
+def _at(sites: dict[tuple[str, str], str], entry: LockWait | LockHolder) -> str:
+    site = sites.get((entry.thread or "", entry.sql))
     return f" at {site}" if site else ""

@@ -20,10 +20,10 @@ from ..events import (
     Finding,
     TestRecord,
 )
-from ..facts import PSYCOPG, QUERY_TIMEOUT, PsycopgFacts, QueryTimeoutFacts
+from ..facts import LOCK_WAITS, PSYCOPG, QUERY_TIMEOUT, PsycopgFacts, QueryTimeoutFacts
 from ..text import short_sql
 from .known import site_key
-from .lockwait import DEFAULT_LOCK_WAIT_MS, LOCK_WAITS
+from .lockwait import DEFAULT_LOCK_WAIT_MS
 from .nplusone import site_text, unit_label
 from .registry import (
     PROBE_EXPLAIN,
@@ -59,7 +59,7 @@ def check_slow_query(record: TestRecord, context: TestContext) -> Iterable[Findi
     # slowness of the statement: fingerprint -> longest wait the lock sampler saw (PostgreSQL)
     waited: dict[str, float] = {}
     for wait in record.facts.get(LOCK_WAITS) or ():
-        waited[wait["sql"]] = max(waited.get(wait["sql"], 0.0), wait["wait_ms"])
+        waited[wait.sql] = max(waited.get(wait.sql, 0.0), wait.wait_ms)
     slowest: dict[tuple[int, int], tuple[float, int, int]] = {}  # (shape, site) -> max, n, conn
     for row in phase.rows:
         ms = row[ROW_DURATION] * 1000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_dbguard.rules.lockwait import LOCK_WAITS
+from pytest_dbguard.facts import LOCK_WAITS, LockHolder, LockWait
 from pytest_dbguard.rules.stress import LOCK_WAIT_HINT, check_lock_wait
 from tests.records import RecordBuilder, context
 
@@ -14,13 +14,12 @@ UPDATE = 'UPDATE "shop_author" SET "name" = %s WHERE "shop_author"."id" = %s'
 LOCK = 'SELECT "id" FROM "shop_author" WHERE "shop_author"."id" = %s FOR UPDATE'
 
 
-def wait(ms: float) -> dict:
-    return {"pid": 10, "sql": UPDATE, "wait_ms": ms, "thread": "MainThread",
-            "blockers": [{"pid": 11, "state": "idle in transaction", "sql": LOCK,
-                          "thread": "worker"}]}
+def wait(ms: float, sql: str = UPDATE) -> LockWait:
+    return LockWait(10, sql, ms, (LockHolder(11, "idle in transaction", LOCK, thread="worker"),),
+                    thread="MainThread")
 
 
-def judge(*waits: dict, **options) -> list:
+def judge(*waits: LockWait, **options) -> list:
     record = (RecordBuilder()
               .query("UPDATE \"shop_author\" SET \"name\" = 'b' WHERE \"shop_author\".\"id\" = 1",
                      site="shop/views.py:30")
@@ -58,11 +57,10 @@ def test_raw_connections_are_named_with_their_sites():
     from pytest_dbguard.facts import PSYCOPG, PsycopgFacts, RawStatement
 
     raw_update = "UPDATE shop_author SET name = %s WHERE id = %s"
-    raw_wait = {"pid": 12, "sql": raw_update, "wait_ms": 400.0, "thread": "raw-worker",
-                "connection": "a raw psycopg connection",
-                "blockers": [{"pid": 13, "state": "idle in transaction", "sql": LOCK,
-                              "thread": None, "connection": "a connection of psycopg-pool "
-                                                            "'jobs'"}]}
+    raw_wait = LockWait(12, raw_update, 400.0, (
+        LockHolder(13, "idle in transaction", LOCK,
+                   connection="a connection of psycopg-pool 'jobs'"),),
+        thread="raw-worker", connection="a raw psycopg connection")
     record = (RecordBuilder()
               .query('SELECT "id" FROM "shop_author" WHERE "shop_author"."id" = 1 FOR UPDATE',
                      site="shop/jobs.py:12")
@@ -80,7 +78,7 @@ def test_raw_connections_are_named_with_their_sites():
         'statement: SELECT ... FROM "shop_author" WHERE "shop_author"."id" = %s FOR UPDATE']
 
 
-def slow_findings(duration_ms: float, *waits: dict) -> list:
+def slow_findings(duration_ms: float, *waits: LockWait) -> list:
     from pytest_dbguard.rules.shape import check_slow_query
 
     record = (RecordBuilder()
@@ -104,5 +102,5 @@ def test_slow_after_a_short_wait_or_without_one_is_slow_query():
     assert slow_findings(150, wait(60)) == []
     assert slow_findings(900) == ["shop/views.py:30"]
     # another statement's wait does not excuse this one
-    other = dict(wait(900), sql='DELETE FROM "shop_author" WHERE "shop_author"."id" = %s')
+    other = wait(900, sql='DELETE FROM "shop_author" WHERE "shop_author"."id" = %s')
     assert slow_findings(900, other) == ["shop/views.py:30"]
