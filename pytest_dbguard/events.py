@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -231,10 +232,30 @@ class PhaseRecord:
     transaction_control_count: int
     by_alias: tuple[tuple[str, int], ...]
     duration_ms: float
-    fingerprints: tuple[FingerprintStats, ...]
+    # the stats by fingerprint, or a function that builds them on first read: most setup and
+    # teardown phases are only ever counted, so their stats are never built
+    lazy_fingerprints: tuple[FingerprintStats, ...] | Callable[[], tuple[FingerprintStats, ...]]
     rows: tuple[QueryRow, ...]
     units: dict[int, str] = field(default_factory=dict)
     catalog: Catalog = field(default_factory=Catalog, repr=False, compare=False)
+
+    @property
+    def fingerprints(self) -> tuple[FingerprintStats, ...]:
+        stats = self.lazy_fingerprints
+        if callable(stats):
+            stats = stats()
+            object.__setattr__(self, "lazy_fingerprints", stats)
+        return stats
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PhaseRecord):
+            return NotImplemented
+        return (self.phase, self.query_count, self.transaction_control_count, self.by_alias,
+                self.duration_ms, self.fingerprints, self.rows, self.units) == (
+            other.phase, other.query_count, other.transaction_control_count, other.by_alias,
+            other.duration_ms, other.fingerprints, other.rows, other.units)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def count(self, using: str | list[str] | tuple[str, ...] | None = None,
               count_tx: bool = False) -> int:

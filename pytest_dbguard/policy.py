@@ -73,6 +73,13 @@ class ActionTable:
         # a copy: a test's state owns its actions
         return dict(actions)
 
+    def shared(self, facts: TestFacts = RUN_WIDE) -> dict[str, str]:
+        """for_test without the copy, for callers that only read it (the session): the same
+        dict for every test with these facts, so what depends on it can be cached by identity."""
+        if facts not in self._known:
+            self.for_test(facts)
+        return self._known[facts]
+
 
 def probes_needed(registry: RuleRegistry, settings: Settings) -> frozenset[str]:
     """The recording the run's active rules read: nothing for a rule that is off."""

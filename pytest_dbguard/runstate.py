@@ -42,11 +42,20 @@ class SharedFixtureHooks:
 
     def __init__(self, session: DbguardSession) -> None:
         self.session = session
+        # function-scoped fixture definitions seen so far: FixtureDef.scope goes through an
+        # enum property, and these hooks run for every fixture of every test
+        self._per_test: set[pytest.FixtureDef[Any]] = set()
+
+    def _function_scoped(self, fixturedef: pytest.FixtureDef[Any]) -> bool:
+        if fixturedef.scope == "function":
+            self._per_test.add(fixturedef)
+            return True
+        return False
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any], request: Any
                              ) -> Generator[None, Any, Any]:
-        if fixturedef.scope == "function":
+        if fixturedef in self._per_test or self._function_scoped(fixturedef):
             return (yield)
         session = self.session
         with session.shared_fixture():
@@ -60,5 +69,5 @@ class SharedFixtureHooks:
 
     def pytest_fixture_post_finalizer(self, fixturedef: pytest.FixtureDef[Any],
                                       request: pytest.FixtureRequest) -> None:
-        if fixturedef.scope != "function":
+        if fixturedef not in self._per_test and not self._function_scoped(fixturedef):
             self.session.end_shared_teardown(id(fixturedef))

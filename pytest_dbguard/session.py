@@ -28,7 +28,7 @@ from .recording.restore import mention_restore, restore_after_call
 from .reporting import terminal
 from .reporting.entries import ReportEntry, RunResults, test_entry
 from .results import RunCollector
-from .rules import TestContext, evaluate
+from .rules import TestContext, active_rules, evaluate
 from .rules.budget import Budget
 from .rules.shape import QueryTimeout
 from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
@@ -83,6 +83,8 @@ class DbguardSession:
         self.readonly_checked = False  # --dbguard-readonly-alias checked against DATABASES
         # rules after whose finding the test's connections are put back for the next test
         self._restoring = frozenset(s.id for s in settings.rules if s.restores_connection)
+        self._unittest_parents: dict[Any, bool] = {}
+        self._active_rules: dict[tuple[int, str], tuple[dict[str, str], Any]] = {}
 
     # -- deciding what to record ----------------------------------------------------------
     @property
@@ -122,12 +124,17 @@ class DbguardSession:
         """Parse markers and start recording; MarkerError and Django problems fail the test."""
         if not self.wants_recording(item):
             return None
-        budget: Budget | None = markers.closest(item, "query_budget")
-        timeout: QueryTimeout | None = markers.closest(item, "query_timeout")
+        # one walk over the test's markers (each get_closest_marker walks its node chain)
+        present = {mark.name for mark in item.iter_markers()}
+        budget: Budget | None = (markers.closest(item, "query_budget")
+                                 if "query_budget" in present else None)
+        timeout: QueryTimeout | None = (markers.closest(item, "query_timeout")
+                                        if "query_timeout" in present else None)
         if timeout is None and self.settings.query_timeout_ms and self.settings.enabled:
             timeout = QueryTimeout(self.settings.query_timeout_ms,
                                    source="--dbguard-query-timeout-ms")
-        allowed = markers.allowed_rules(item, self.settings.rules.specs)
+        allowed = (markers.allowed_rules(item, self.settings.rules.specs)
+                   if "dbguard_allow" in present else {})
         # the stress marker is only parsed when the run stresses anything
         plan = (self.stress_plan(item, markers.closest(item, "stress"))
                 if self.settings.stress else None)
@@ -142,18 +149,20 @@ class DbguardSession:
                                   "(configure pytest-django to use dbguard).")
                 self._django_missing_noted = True
             return None
-        aliases.check_marker_aliases(budget, timeout)
+        if budget is not None or timeout is not None:
+            aliases.check_marker_aliases(budget, timeout)
         if not self.readonly_checked:
             self.readonly_checked = True  # one failure, not one per test
             aliases.check_readonly_in_test(self.settings.rule_options.get("readonly_aliases"))
-        facts = policy.TestFacts(
-            markers=frozenset(name for name in self._rule_markers
-                              if item.get_closest_marker(name) is not None),
-            stressed=plan is not None)
-        actions = self._actions.for_test(facts)
-        options: dict[str, Any] = dict(self.settings.rule_options)
+        rule_markers = present & self._rule_markers
+        actions = self._actions.shared(
+            policy.TestFacts(markers=frozenset(rule_markers), stressed=plan is not None)
+            if rule_markers or plan is not None else policy.RUN_WIDE)
+        # the run's options, shared by every test (rules read them); a copy only with a baseline
+        options: dict[str, Any] = self.settings.rule_options
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
+            options = dict(options)
             options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
             options["known_findings"] = frozenset((options["baseline"] or {}).get("findings", ()))
             options["baseline_tolerance"] = self.settings.baseline_tolerance
@@ -166,11 +175,19 @@ class DbguardSession:
         state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
                           timeout=timeout)
         state.stress = plan
-        if _is_unittest(item):
+        if self._is_unittest(item):
             state.unittest_item = weakref.ref(item)
         if plan is None and self.recording is not None:
             state.body_code = self.recording.body_code(getattr(item, "obj", None))
         return state
+
+    def _is_unittest(self, item: pytest.Item) -> bool:
+        """_is_unittest, once per parent node (item.cls walks the node chain every time)."""
+        parent = item.parent
+        known = self._unittest_parents.get(parent)
+        if known is None:
+            known = self._unittest_parents[parent] = _is_unittest(item)
+        return known
 
     # -- stress mode ------------------------------------------------------------------------
     def stress_plan(self, item: pytest.Item, spec: StressSpec | None) -> StressPlan | None:
@@ -303,11 +320,20 @@ class DbguardSession:
         record = state.recorder.record()
         state.record = record
         found = evaluate(record, state.context, state.actions, state.allowed, stage=stage,
-                         registry=self.settings.rules)
+                         registry=self.settings.rules, active=self._active(state.actions, stage))
         found = mention_restore(found, state.recorder.facts.get(RESTORED_FACT) or [],
                                 self._restoring)
         state.findings.extend(found)
         return found
+
+    def _active(self, actions: dict[str, str], stage: str) -> tuple[tuple[Any, str], ...]:
+        """The rules that judge `stage` under these actions: once per ActionTable entry."""
+        key = (id(actions), stage)
+        active = self._active_rules.get(key)
+        if active is None or active[0] is not actions:
+            active = self._active_rules[key] = (
+                actions, active_rules(self.settings.rules, actions, stage))
+        return active[1]
 
     def finish_test(self, item: pytest.Item, state: TestState) -> ReportEntry:
         record = state.record or (state.recorder.record() if state.recorder else None)

@@ -76,10 +76,8 @@ class CommitProbe:
         self.databases = ()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
-        from django.db import connections
-
         # end_phase runs on the test thread: its connections are the test's own
-        wrappers = list(connections.all(initialized_only=True))
+        wrappers = recorder.test_thread_wrappers()
         for wrapper in wrappers:
             index = conn_index(self.hub, wrapper)
             if index is not None:

@@ -163,6 +163,18 @@ class TestRecorder:
         self.facts: dict[str, Any] = {}
         # phases that got rows after their record was built (see charged_to)
         self._rebuild: set[str] = set()
+        # the test thread's initialised Django connections, read once per phase boundary
+        self._wrappers: list[Any] | None = None
+
+    def test_thread_wrappers(self) -> list[Any]:
+        """The test thread's initialised Django connection objects at this phase boundary:
+        read once for every probe (each read goes through asgiref's thread-local storage)."""
+        wrappers = self._wrappers
+        if wrappers is None:
+            from django.db import connections
+
+            wrappers = self._wrappers = list(connections.all(initialized_only=True))
+        return wrappers
 
     def start_phase(self, phase: str) -> None:
         # teardown may hold rows already: a unittest tearDown that ran inside the call phase
@@ -193,8 +205,10 @@ class TestRecorder:
         phase = self.current_phase or "call"
         self.hub.rows = None
         self.current_phase = None
+        self._wrappers = None
         for probe in self.hub.probes:
             probe.end_phase(self, phase)
+        self._wrappers = None
         labels = self.hub.unit_labels
         record = build_phase(phase, self.phase_rows.get(phase, []),
                              dict(labels) if labels else {}, self.hub.catalog,
@@ -240,33 +254,55 @@ class TestRecorder:
 _GROUP_KEY = itemgetter(ROW_SHAPE, ROW_SITE, ROW_CONN)
 _CONN_OF = itemgetter(ROW_CONN)
 _SHAPE_AND_DURATION = itemgetter(ROW_SHAPE, ROW_DURATION)
+_DURATION_OF = itemgetter(ROW_DURATION)
 
 
 def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
                 catalog: Catalog, with_examples: bool = False) -> PhaseRecord:
-    """Aggregate one phase's rows: counts by alias and by fingerprint, a few examples each."""
+    """Aggregate one phase's rows: counts by alias now, stats by fingerprint on first read."""
     if not rows:
         # most setup and teardown phases of a fast suite: nothing to aggregate
         return PhaseRecord(phase, 0, 0, (), 0.0, (), (), units, catalog)
-    shapes, sites, conns = catalog.shapes, catalog.sites, catalog.conns
-    # counting runs in C (Counter over itemgetter); Python only walks the distinct groups,
-    # with plain dicts (a Counter per group costs more than the counting it does)
+    shapes, conns = catalog.shapes, catalog.conns
+    # counting runs in C (Counter over itemgetter); Python only walks the distinct groups
     groups = Counter(map(_GROUP_KEY, rows))
+    by_alias: dict[str, int] = {}
+    tx = 0
+    for (shape_i, _, conn_i), n in groups.items():
+        if shapes[shape_i].is_transaction_control:
+            tx += n
+        else:
+            alias = conns[conn_i].alias
+            by_alias[alias] = by_alias.get(alias, 0) + n
+    frozen = tuple(rows)
+    return PhaseRecord(
+        phase=phase,
+        query_count=sum(by_alias.values()),
+        transaction_control_count=tx,
+        by_alias=tuple(sorted(by_alias.items())) if len(by_alias) > 1
+        else tuple(by_alias.items()),
+        duration_ms=sum(map(_DURATION_OF, frozen)) * 1000.0,
+        lazy_fingerprints=lambda: fingerprint_stats(frozen, groups, catalog, with_examples),
+        rows=frozen,
+        units=units,
+        catalog=catalog,
+    )
+
+
+def fingerprint_stats(rows: tuple[QueryRow, ...], groups: Counter[tuple[int, int, int]],
+                      catalog: Catalog, with_examples: bool) -> tuple[FingerprintStats, ...]:
+    """One phase's queries by fingerprint: counts, time, aliases, call sites, examples."""
+    shapes, sites, conns = catalog.shapes, catalog.sites, catalog.conns
     spent: dict[int, float] = {}
     for shape_i, duration in map(_SHAPE_AND_DURATION, rows):
         spent[shape_i] = spent.get(shape_i, 0.0) + duration
+    # plain dicts per group (a Counter per group costs more than the counting it does)
     per_shape: dict[int, list[Any]] = {}
-    by_alias: dict[str, int] = {}
-    tx = 0
     for (shape_i, site_i, conn_i), n in groups.items():
         slot = per_shape.get(shape_i)
         if slot is None:
             slot = per_shape[shape_i] = [shapes[shape_i], 0, {}, {}, []]
         alias = conns[conn_i].alias
-        if slot[0].is_transaction_control:
-            tx += n
-        else:
-            by_alias[alias] = by_alias.get(alias, 0) + n
         slot[1] += n
         slot[2][alias] = slot[2].get(alias, 0) + n
         slot[3][site_i] = slot[3].get(site_i, 0) + n
@@ -298,17 +334,7 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
         ))
     if len(stats) > 1:
         stats.sort(key=_stats_order)
-    return PhaseRecord(
-        phase=phase,
-        query_count=sum(by_alias.values()),
-        transaction_control_count=tx,
-        by_alias=tuple(sorted(by_alias.items())),
-        duration_ms=sum(spent.values()) * 1000.0,
-        fingerprints=tuple(stats),
-        rows=tuple(rows),
-        units=units,
-        catalog=catalog,
-    )
+    return tuple(stats)
 
 
 def _stats_order(stats: FingerprintStats) -> tuple[int, str]:

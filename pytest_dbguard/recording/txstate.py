@@ -91,20 +91,16 @@ class LifecycleProbe:
         self.errors = []
         if self.exits is not None:
             self.exits.reset()
-        from django.db import connections
-
-        self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
+        self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
         self.taps.note_peak(recorder)
         recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
                                      "test_ident": self.test_ident}
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
-        from django.db import connections
-
         # The test thread's connection may have opened during a shared fixture (database
         # set-up) after start_test looked: count it at every phase end so the peak does not
         # depend on which test happened to run first in this process.
-        wrappers = self.taps.test_thread_wrappers = list(connections.all(initialized_only=True))
+        wrappers = self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
         self.taps.note_peak(recorder)
         facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
                                                       "connections": []})

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from ..events import PHASES, Finding, TestRecord
+from ..events import PHASES, Finding, FingerprintStats, TestRecord
 from ..rules.known import KNOWN_REASON
 from ..stress.facts import STRESS
 
@@ -82,7 +82,7 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
         },
         "vendors": list(record.vendors),
         "findings": [finding_entry(f) for f in findings],
-        "top_fingerprints": [fp.to_dict() for fp in call.fingerprints[:TOP_FINGERPRINTS]],
+        "top_fingerprints": [_top_fingerprint(fp) for fp in call.fingerprints[:TOP_FINGERPRINTS]],
         # the whole call-phase multiset (fingerprint id -> count): what the baseline stores
         "call_fingerprints": dict(sorted(
             (fp.fingerprint_id, fp.count) for fp in call.fingerprints
@@ -91,8 +91,7 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
         # call sites of every call-phase shape and the test's dbguard_allow reasons: what
         # `dbguard report --baseline` needs to judge a shard's tests as the regression rule does
         "call_fingerprint_sites": {
-            fp.fingerprint_id: [{"site": str(site) if site else None, "count": n}
-                                for site, n in fp.call_sites]
+            fp.fingerprint_id: _sites(fp.call_sites)
             for fp in sorted(call.fingerprints, key=lambda fp: fp.fingerprint_id)
             if not fp.is_transaction_control
         },
@@ -102,6 +101,46 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
         # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
         "stress": _stress(record),
     }
+
+
+# Parts of entries that many tests repeat (the same call sites with the same counts, the same
+# aliases), built once and shared by every entry that has them: a run keeps every entry to its
+# end, and these small dicts and lists were a fifth of it. Entries are never changed in place
+# below the top level, so sharing is safe; the caches are cleared when they grow large.
+_SHARED_MAX = 20_000
+_shared_sites: dict[Any, list[dict[str, Any]]] = {}
+_shared_aliases: dict[Any, dict[str, int]] = {}
+
+
+def _sites(call_sites: tuple[tuple[Any, int], ...]) -> list[dict[str, Any]]:
+    sites = _shared_sites.get(call_sites)
+    if sites is None:
+        if len(_shared_sites) >= _SHARED_MAX:
+            _shared_sites.clear()
+        sites = _shared_sites[call_sites] = [
+            {"site": str(site) if site else None, "count": n} for site, n in call_sites]
+    return sites
+
+
+def _top_fingerprint(fp: FingerprintStats) -> dict[str, Any]:
+    """fp.to_dict(), with its aliases and call sites shared between entries."""
+    aliases = _shared_aliases.get(fp.aliases)
+    if aliases is None:
+        if len(_shared_aliases) >= _SHARED_MAX:
+            _shared_aliases.clear()
+        aliases = _shared_aliases[fp.aliases] = dict(fp.aliases)
+    return {
+        "id": fp.fingerprint_id,
+        "sql": fp.fingerprint,
+        "count": fp.count,
+        "total_ms": round(fp.total_ms, 3),
+        "aliases": aliases,
+        "call_sites": _sites(fp.call_sites),
+        "examples": list(fp.examples) if fp.examples else _NO_EXAMPLES,
+    }
+
+
+_NO_EXAMPLES: list[str] = []
 
 
 def finding_entry(finding: Finding) -> FindingEntry:

@@ -9,7 +9,7 @@ their one default, how it behaves under stress, and its check. Built-in rules de
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,8 @@ def builtin_registry() -> RuleRegistry:
 
 def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str],
              allowed: Mapping[str, str], stage: str = "call",
-             registry: RuleRegistry | None = None) -> list[Finding]:
+             registry: RuleRegistry | None = None,
+             active: Sequence[tuple[RuleSpec, str]] | None = None) -> list[Finding]:
     """Run every rule whose action is not off; stamp each finding with action and allow reason.
 
     `actions` maps rule id -> fail|warn|off for this test; `allowed` maps rule id -> reason from
@@ -77,10 +78,12 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
     """
     findings: list[Finding] = []
     ran_queries = bool(record.phase("call").rows)
+    if active is None:
+        active = active_rules(registry if registry is not None else builtin_registry(),
+                              actions, stage)
     runs = None  # a stressed test's runs of the body, split on first use
-    for spec in (registry if registry is not None else builtin_registry()).at_stage(stage):
-        action = actions.get(spec.id, "off")
-        if action == "off" or (spec.needs_call_queries and not ran_queries):
+    for spec, action in active:
+        if spec.needs_call_queries and not ran_queries:
             continue
         if spec.stress == THREAD_ROUNDS and STRESS in record.facts:
             from .threadrounds import judge_thread_rounds, thread_round_records
@@ -105,6 +108,14 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
 
 
 _SEVERITY = {"off": 0, "warn": 1, "fail": 2}
+
+
+def active_rules(registry: RuleRegistry, actions: Mapping[str, str],
+                 stage: str) -> tuple[tuple[RuleSpec, str], ...]:
+    """The rules judged at `stage` with their action, leaving out those that are off (what
+    `evaluate` walks; a session works it out once per distinct set of actions)."""
+    return tuple((spec, actions[spec.id]) for spec in registry.at_stage(stage)
+                 if actions.get(spec.id, "off") != "off")
 
 
 def __getattr__(name: str) -> Any:
