@@ -27,6 +27,7 @@ from .framekinds import (
     THIRD_PARTY,
     USER,
     WALK_END,
+    WALK_STOP,
 )
 from .relations import RelationFinder, template_name
 
@@ -60,6 +61,7 @@ class FrameClassifier:
         )
         self._internal = tuple(internal)
         self._django = _module_dir("django") or "\0"
+        self._pluggy = _module_dir("pluggy") or "\0"
         self._rootdir = os.path.abspath(rootdir) + os.sep if rootdir else None
         # Keyed by id(code): hashing a code object re-hashes its constants on every lookup,
         # an id is free. `_pinned` keeps each code alive so its id is never reused.
@@ -88,6 +90,8 @@ class FrameClassifier:
         if filename.startswith(self._internal):
             if code.co_name == "pytest_pyfunc_call":
                 return WALK_END
+            if code.co_name == "_multicall" and filename.startswith(self._pluggy):
+                return WALK_STOP
             return INTERNAL
         if any(os.sep + d + os.sep in filename for d in ("site-packages", "dist-packages")):
             # a project installed into the venv still beats stdlib plumbing as a fallback
@@ -285,6 +289,9 @@ def find_user_frame(classifier: FrameClassifier, frame: FrameType | None) -> tup
             if fallback is None:
                 fallback = frame
         elif kind >= MARK:
+            if kind == WALK_STOP:  # pytest's loop from here on: no user frame
+                frame = None
+                break
             if marks is None:
                 marks = [frame]
             else:

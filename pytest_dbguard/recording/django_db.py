@@ -24,9 +24,9 @@ from ..events import (
     QueryRow,
 )
 from .awaits import AWAITED_SITE
-from .callsite import MARK, THIRD_PARTY, USER, find_user_frame
+from .callsite import MARK, THIRD_PARTY, USER, WALK_STOP, find_user_frame
 from .ledger import LedgerEntry
-from .recorder import Hub, TestRecorder
+from .recorder import SHARED_ROW, Hub, TestRecorder
 
 _getframe = sys._getframe
 _get_ident = threading.get_ident
@@ -81,11 +81,17 @@ def make_tap(hub: Hub, alias: str, vendor: str,
     param_keys = hub.collect_param_keys
     watch_templates = hub.watch_templates
     explain_capture = hub.explain_capture  # --dbguard-explain only
+    shared_rows = hub.shared_rows  # one list for the session: cleared, never replaced
 
     def dbguard_tap(execute: Any, sql: str, params: Any, many: bool,
                     context: dict[str, Any]) -> Any:
         rows = hub.rows
         if rows is None:
+            return execute(sql, params, many, context)
+        if rows is shared_rows:
+            # a session/module-scoped fixture's query (pytest-django's database set-up, its
+            # migrations): the session only counts them (Hub.shared_fixture)
+            rows.append(SHARED_ROW)
             return execute(sql, params, many, context)
         failure: BaseException | None = None
         start = perf_counter()
@@ -110,6 +116,9 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                     if fallback is None:
                         fallback = frame
                 elif kind >= MARK:
+                    if kind == WALK_STOP:  # pytest's loop from here on: no user frame
+                        frame = None
+                        break
                     if marks is None:
                         marks = [frame]
                     else:

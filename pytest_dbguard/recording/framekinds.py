@@ -24,6 +24,11 @@ IN_HARNESS = 13
 # where the extended walk (templates, cascades) stops: pytest calling the test function. Below
 # MARK so that the tap's own walk treats it as any internal frame.
 WALK_END = -1
+# pluggy calling a hook: everything further out is pytest's own loop (and plugins wrapping it),
+# never the code that ran a query, so the tap's walk stops here instead of at the bottom of the
+# stack (a query from pytest-django's harness has no user frame at all). Above MARK so that the
+# tap tests for it only on its rare branch for marked frames.
+WALK_STOP = 99
 
 # The QuerySet methods that run its query (QS_EVAL frames), and what each asks the database.
 QS_OPERATIONS = {"_fetch_all": "fetch", "_iterator": "fetch", "count": "count",

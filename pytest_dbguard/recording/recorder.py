@@ -46,6 +46,10 @@ class Probe(Protocol):
     def end_phase(self, recorder: TestRecorder, phase: str) -> None: ...
 
 
+# What the tap appends for each query of a session/module-scoped fixture: the session keeps
+# only how many there were, so the query is neither fingerprinted nor placed.
+SHARED_ROW: QueryRow = (0, NO_SITE, 0, 0, 0, 0, 0.0, None)
+
 class Hub:
     """Session-wide recording state. Taps append rows to `rows`; None means "not recording"."""
 

@@ -41,7 +41,7 @@ def restrict(phase: PhaseRecord, using: tuple[str, ...] | None, count_tx: bool) 
         tx = sum(1 for row in rows if shapes[row[ROW_SHAPE]].is_transaction_control is True)
         return PhaseRecord(restricted.phase, restricted.query_count + tx, 0,
                            restricted.by_alias, restricted.duration_ms,
-                           restricted.fingerprints, restricted.rows, restricted.units,
+                           restricted.lazy_fingerprints, restricted.rows, restricted.units,
                            restricted.catalog)
     return restricted
 
