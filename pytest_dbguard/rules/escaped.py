@@ -78,7 +78,9 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
                            marks.setdefault(conn_i, []))
                 continue
             flags = row[ROW_FLAGS]
-            if not shape.is_write or flags & FLAG_ERROR or phase_name not in _JUDGED:
+            # a locking read (SELECT ... FOR UPDATE) takes row locks and changes no row
+            if (not shape.is_write or shape.verb == "SELECT" or flags & FLAG_ERROR
+                    or phase_name not in _JUDGED):
                 continue
             if flags & FLAG_IN_ATOMIC:
                 pending.setdefault(conn_i, []).append((phase_name, row, True))

@@ -176,3 +176,11 @@ def test_raw_write_committed_to_the_rolled_back_database_escapes():
 ])
 def test_raw_write_near_misses(write, rolled_back):
     assert judge_raw(write, rolled_back=rolled_back) == []
+
+
+def test_locking_reads_on_another_thread_change_no_row():
+    lock = 'SELECT "id" FROM "shop_author" WHERE "shop_author"."id" = 1 FOR UPDATE'
+    builder = (base().query(lock, thread="worker", site=WORKER_SITE)
+               .query(lock, thread="other", site=WORKER_SITE, in_atomic=True))
+    other = conn(builder, "other")
+    assert judge(builder, events=[("call", 3, other, "commit")]) == []
