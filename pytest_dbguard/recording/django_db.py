@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -32,6 +33,8 @@ _getframe = sys._getframe
 _get_ident = threading.get_ident
 awaited_site = AWAITED_SITE.get
 _DISPATCH_UID = "pytest_dbguard.tap"
+# code flags of frames that can be suspended and resumed by another caller
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 def _redact_params(params: Any, limit: int = 200) -> str:
@@ -83,6 +86,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
     explain_capture = hub.explain_capture  # --dbguard-explain only
     shared_rows = hub.shared_rows  # one list for the session: cleared, never replaced
 
+    shapes = hub.catalog.shapes
     def dbguard_tap(execute: Any, sql: str, params: Any, many: bool,
                     context: dict[str, Any]) -> Any:
         rows = hub.rows
@@ -102,54 +106,79 @@ def make_tap(hub: Hub, alias: str, vendor: str,
             raise
         finally:
             duration = perf_counter() - start
-            # Call site: the loop of callsite.find_user_frame, inlined (one call less per query).
-            frame: Any = _getframe(1)
-            fallback = None
-            marks = None
-            while frame is not None:
-                kind = kinds.get(id(frame.f_code))
-                if kind is None:
-                    kind = classifier.classify(frame.f_code)
-                if kind == USER:
-                    break
-                if kind == THIRD_PARTY:
-                    if fallback is None:
-                        fallback = frame
-                elif kind >= MARK:
-                    if kind == WALK_STOP:  # pytest's loop from here on: no user frame
-                        frame = None
-                        break
-                    if marks is None:
-                        marks = [frame]
-                    else:
-                        marks.append(frame)
-                frame = frame.f_back
-            user = frame
-            if frame is None:
-                frame = fallback
-            site: int | None = NO_SITE
-            if frame is not None:
-                by_offset = site_index.get(id(frame.f_code))
-                site = by_offset.get(frame.f_lasti) if by_offset is not None else None
-                if site is None:
-                    site = classifier.add_site(frame)
-            else:  # asgiref's executor thread: the line that awaited sync_to_async, if any
-                site = awaited_site()
-            load = 0
-            if marks is not None or watch_templates:
-                query_context, load = resolve_context(marks, user, watch_templates)
-                marks = None
-            else:
-                query_context = 0
-            unit = hub.unit
-            if not unit:
-                body = hub.body
-                if body is not None:
-                    unit = body.unit_for(user, _getframe(1), query_context)
-            del frame, fallback, user
             shape = by_sql.get(sql)
             if shape is None:
                 shape = fingerprinter.index_of(sql)
+            query_context = load = 0
+            unit = hub.unit
+            if hub.harness_phase and shapes[shape].is_transaction_control:
+                # pytest-django's savepoints around a test's set-up and teardown: no call site
+                # (nothing reads one for transaction control) and no walk
+                site: int | None = NO_SITE
+            else:
+                caller: Any = _getframe(1)
+                anchor = caller.f_back
+                if anchor is not None:
+                    anchor = anchor.f_back
+                memo = hub.walk_memo
+                if anchor is not None and anchor is memo[0] and anchor.f_lasti == memo[1]:
+                    _, _, site, query_context, load, user = memo
+                else:
+                    # Call site: the loop of callsite.find_user_frame, inlined (one call less
+                    # per query).
+                    frame: Any = caller
+                    fallback = None
+                    marks = None
+                    while frame is not None:
+                        kind = kinds.get(id(frame.f_code))
+                        if kind is None:
+                            kind = classifier.classify(frame.f_code)
+                        if kind == USER:
+                            break
+                        if kind == THIRD_PARTY:
+                            if fallback is None:
+                                fallback = frame
+                        elif kind >= MARK:
+                            if kind == WALK_STOP:  # pytest's loop from here on: no user frame
+                                frame = None
+                                break
+                            if marks is None:
+                                marks = [frame]
+                            else:
+                                marks.append(frame)
+                        frame = frame.f_back
+                    user = frame
+                    if frame is None:
+                        frame = fallback
+                    site = NO_SITE
+                    awaited = False
+                    if frame is not None:
+                        by_offset = site_index.get(id(frame.f_code))
+                        site = by_offset.get(frame.f_lasti) if by_offset is not None else None
+                        if site is None:
+                            site = classifier.add_site(frame)
+                    else:  # asgiref's executor thread: the line that awaited sync_to_async
+                        site = awaited_site()
+                        awaited = site != NO_SITE
+                    if marks is not None or watch_templates:
+                        query_context, load = resolve_context(marks, user, watch_templates)
+                    if (anchor is not None and not awaited
+                            and not anchor.f_code.co_flags & _SUSPENDABLE
+                            and user is not caller and user is not caller.f_back
+                            and frame is not caller and frame is not caller.f_back
+                            and (marks is None or (marks[0] is not caller
+                                                   and marks[0] is not caller.f_back))):
+                        # every frame the walk used is the anchor or further out: the same for
+                        # the next query from this anchor while it runs (a generator's callers
+                        # change between resumptions, so never one of those)
+                        hub.walk_memo = (anchor, anchor.f_lasti, site, query_context, load, user)
+                    marks = None
+                    del frame, fallback
+                if not unit:
+                    body = hub.body
+                    if body is not None:
+                        unit = body.unit_for(user, caller, query_context)
+                del caller, anchor, user, memo
             flags = FLAG_MANY if many else 0
             if context["connection"].in_atomic_block:
                 flags |= FLAG_IN_ATOMIC
@@ -181,7 +210,6 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 # rare path: lifecycle rules follow the exception to where it was caught
                 for listener in error_listeners:
                     listener(failure, context["connection"], row)
-
     dbguard_tap.dbguard_hub = hub  # type: ignore[attr-defined]
     dbguard_tap.conn_index = conn_index  # type: ignore[attr-defined]
     return dbguard_tap

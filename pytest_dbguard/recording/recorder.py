@@ -49,6 +49,7 @@ class Probe(Protocol):
 # What the tap appends for each query of a session/module-scoped fixture: the session keeps
 # only how many there were, so the query is neither fingerprinted nor placed.
 SHARED_ROW: QueryRow = (0, NO_SITE, 0, 0, 0, 0, 0.0, None)
+NO_WALK: tuple[Any, ...] = (None, -1, NO_SITE, 0, 0, None)
 
 class Hub:
     """Session-wide recording state. Taps append rows to `rows`; None means "not recording"."""
@@ -59,6 +60,16 @@ class Hub:
         self.fingerprinter = Fingerprinter(self.catalog)
         self.show_params = show_params
         self.rows: list[QueryRow] | None = None
+        # set up and torn down by the harness (pytest's setup and teardown phases): the taps
+        # give its transaction control no call site
+        self.harness_phase = False
+        # The taps' call-site walk for the last query whose third frame out (the code that
+        # called the cursor) was still running: a loop over cursor.execute (flush's DELETEs, a
+        # raw loop) asks from the same live frame at the same instruction, so every frame
+        # further out and the walk's outcome are the same. One tuple, replaced whole, so that
+        # taps on other threads read a consistent one: (frame, instruction offset, site,
+        # context, load group, user frame).
+        self.walk_memo: tuple[Any, ...] = NO_WALK
         self.unit = 0
         self._unit_seq = 0
         self.unit_labels: dict[int, str] = {}
@@ -123,6 +134,7 @@ class Hub:
     def finish_test(self) -> None:
         self.recorder = None
         self.rows = None
+        self.walk_memo = NO_WALK  # the frames it holds belong to this test
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
@@ -184,6 +196,7 @@ class TestRecorder:
         # teardown may hold rows already: a unittest tearDown that ran inside the call phase
         rows: list[QueryRow] = self.phase_rows.setdefault(phase, [])
         self.current_phase = phase
+        self.hub.harness_phase = phase != "call"
         self.hub.rows = rows
 
     @contextmanager
@@ -208,6 +221,7 @@ class TestRecorder:
     def stop_phase(self) -> PhaseRecord:
         phase = self.current_phase or "call"
         self.hub.rows = None
+        self.hub.harness_phase = False
         self.current_phase = None
         self._wrappers = None
         for probe in self.hub.probes:
