@@ -143,6 +143,13 @@ class Settings:
         return self.stress_threads is not None
 
     @property
+    def entries_need_statements(self) -> bool:
+        """Whether each test's report entry carries its call phase's statements: the report
+        files and the baseline read them; the terminal summary does not."""
+        return bool(self.json_path or self.md_path or self.html_path or self.sarif_path
+                    or self.baseline_path)
+
+    @property
     def needs_session_now(self) -> bool:
         """Whether this run asked for dbguard as a whole (else it wakes up on the first test
         that uses a dbguard marker or the fixture, and an idle install costs nothing)."""

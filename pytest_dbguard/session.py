@@ -85,6 +85,7 @@ class DbguardSession:
         self._restoring = frozenset(s.id for s in settings.rules if s.restores_connection)
         self._unittest_parents: dict[Any, bool] = {}
         self._active_rules: dict[tuple[int, str], tuple[dict[str, str], Any]] = {}
+        self._entry_statements = settings.entries_need_statements
 
     # -- deciding what to record ----------------------------------------------------------
     @property
@@ -343,7 +344,7 @@ class DbguardSession:
         entry = test_entry(record, state.findings, duration_ms,
                            call_completed=state.call_completed,
                            location=(path.replace("\\", "/"), (line or 0) + 1),
-                           allowed=state.allowed)
+                           allowed=state.allowed, fingerprints=self._entry_statements)
         if self.hub is not None:
             self.hub.finish_test()
         if self.recording is not None:

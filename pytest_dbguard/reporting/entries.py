@@ -52,12 +52,16 @@ class ReportEntry(TypedDict):
 def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, *,
                call_completed: bool = True,
                location: tuple[str, int] | None = None,
-               allowed: dict[str, str] | None = None) -> ReportEntry:
+               allowed: dict[str, str] | None = None,
+               fingerprints: bool = True) -> ReportEntry:
     """The JSON form of one test; the same dict travels from xdist workers to the controller.
 
     `call_completed` says the test body returned (the baseline only takes counts of bodies that
     ran to the end); `location` is the test function's file and 1-based line; `allowed` the
-    test's dbguard_allow reasons by rule.
+    test's dbguard_allow reasons by rule. `fingerprints=False` leaves the call phase's
+    statements out (top_fingerprints, call_fingerprints, call_fingerprint_sites stay empty):
+    only the report files and the baseline read them, and a run that writes neither need not
+    group every test's queries by fingerprint once more.
     """
     phases = [(name, record.phase(name)) for name in PHASES]
     by_alias: dict[str, dict[str, int]] = {}
@@ -65,7 +69,8 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
         for alias, count in phase.by_alias:
             by_alias.setdefault(alias, dict.fromkeys(PHASES, 0))[phase_name] = count
     call = record.phase("call")
-    connections = [c.to_dict() for c in record.connections]
+    call_stats = call.fingerprints if fingerprints and call.rows else ()
+    connections = [c.to_dict() for c in record.connections] if record.connections else []
     return {
         "nodeid": record.nodeid,
         "outcome": None,  # filled in from the test's reports
@@ -82,17 +87,17 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
         },
         "vendors": list(record.vendors),
         "findings": [finding_entry(f) for f in findings],
-        "top_fingerprints": [_top_fingerprint(fp) for fp in call.fingerprints[:TOP_FINGERPRINTS]],
+        "top_fingerprints": [_top_fingerprint(fp) for fp in call_stats[:TOP_FINGERPRINTS]],
         # the whole call-phase multiset (fingerprint id -> count): what the baseline stores
         "call_fingerprints": dict(sorted(
-            (fp.fingerprint_id, fp.count) for fp in call.fingerprints
+            (fp.fingerprint_id, fp.count) for fp in call_stats
             if not fp.is_transaction_control
         )),
         # call sites of every call-phase shape and the test's dbguard_allow reasons: what
         # `dbguard report --baseline` needs to judge a shard's tests as the regression rule does
         "call_fingerprint_sites": {
             fp.fingerprint_id: _sites(fp.call_sites)
-            for fp in sorted(call.fingerprints, key=lambda fp: fp.fingerprint_id)
+            for fp in sorted(call_stats, key=lambda fp: fp.fingerprint_id)
             if not fp.is_transaction_control
         },
         "allowed_rules": dict(sorted((allowed or {}).items())),
