@@ -128,10 +128,14 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
         except markers.MarkerError as exc:
             item.stash[MARKER_ERROR] = str(exc)
     item.stash[TEST_STATE] = state
-    if session is None:
+    recorder = state.recorder if state is not None else None
+    if recorder is None:
         return (yield)
-    with session.phase(state, "setup"):
+    recorder.start_phase("setup")
+    try:
         return (yield)
+    finally:
+        recorder.stop_phase()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -139,11 +143,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     marker_error = item.stash.get(MARKER_ERROR, None)
     if marker_error is not None:
         pytest.fail(marker_error, pytrace=False)
-    session = _session(item.config)
-    if session is None:
-        return (yield)
     state = item.stash.get(TEST_STATE, None)
-    with session.phase(state, "call"):
+    if state is None or state.recorder is None:
+        return (yield)
+    session = _session(item.config)
+    assert session is not None
+    with session.call_phase(state):
         try:
             return (yield)
         except BaseException as exc:
@@ -154,10 +159,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Under --dbguard-stress, run the test body in threads instead of once."""
-    session = _session(pyfuncitem.config)
-    state = pyfuncitem.stash.get(TEST_STATE, None) if session is not None else None
-    if session is None or state is None or state.stress is None:
+    state = pyfuncitem.stash.get(TEST_STATE, None)
+    if state is None or state.stress is None:
         return None
+    session = _session(pyfuncitem.config)
+    assert session is not None
     session.run_stress(pyfuncitem, state)
     return True
 
@@ -165,20 +171,25 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
                             ) -> Generator[None, Any, Any]:
-    session = _session(item.config)
-    if session is None:
+    state = item.stash.get(TEST_STATE, None)
+    recorder = state.recorder if state is not None else None
+    if recorder is None:
         return (yield)
-    with session.phase(item.stash.get(TEST_STATE, None), "teardown"):
+    recorder.start_phase("teardown")
+    try:
         return (yield)
+    finally:
+        recorder.stop_phase()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    session = _session(item.config)
-    state = item.stash.get(TEST_STATE, None) if session is not None else None
-    if session is None or state is None or state.recorder is None:
+    state = item.stash.get(TEST_STATE, None)
+    if state is None or state.recorder is None:
         return (yield)
+    session = _session(item.config)
+    assert session is not None
     entry = None
     found: list[Any] = []
     try:

@@ -251,21 +251,23 @@ class DbguardSession:
 
         state.recorder.facts[CALL_ERROR] = CallError(type(exc).__name__, sqlstate_of(exc))
 
+    # -- phases: setup and teardown only switch where rows go; the call phase does more ------
     @contextmanager
-    def phase(self, state: TestState | None, name: str) -> Iterator[None]:
-        if state is None or state.recorder is None:
-            yield
-            return
-        state.recorder.start_phase(name)
+    def call_phase(self, state: TestState) -> Iterator[None]:
+        """The test body: its query timeout, its units of work, a TestCase's setUp/tearDown
+        charged to their phases, and connections put back once the body is recorded."""
+        recorder = state.recorder
+        assert recorder is not None
+        recorder.start_phase("call")
         timeouts = None
         try:
-            if name == "call" and state.timeout is not None:
+            if state.timeout is not None:
                 assert self.recording is not None
                 timeouts = self.recording.query_timeouts()
-                timeouts.start(state.recorder, state.timeout.ms, state.timeout.using)
-            if name == "call" and self.recording is not None:
+                timeouts.start(recorder, state.timeout.ms, state.timeout.using)
+            if self.recording is not None:
                 case = state.unittest_item() if state.unittest_item is not None else None
-                with self.recording.watching_call(state.recorder, state.body_code,
+                with self.recording.watching_call(recorder, state.body_code,
                                                   getattr(case, "instance", None)):
                     yield
             else:
@@ -275,9 +277,8 @@ class DbguardSession:
                 if timeouts is not None:
                     timeouts.stop()
             finally:
-                state.recorder.stop_phase()
-                if name == "call":
-                    self._restore_connections(state)
+                recorder.stop_phase()
+                self._restore_connections(state)
 
     def _restore_connections(self, state: TestState) -> None:
         """Undo an open transaction the test body left, once its state is recorded."""

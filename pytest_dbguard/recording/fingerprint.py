@@ -101,6 +101,10 @@ class Fingerprinter:
         if found is not None:
             return found
         prekey = _LITERAL_RE.sub("?", sql)
+        if _TX_CONTROL_RE.match(prekey):
+            # Django names every savepoint differently (s140234_x12): without this each one
+            # would take the lexer's pass, twice per test under pytest-django
+            prekey = _SAVEPOINT_NAME_RE.sub(r"\1 <name>", prekey)
         found = self._by_prekey.get(prekey)
         shape = make_shape(sql) if found is None else None
         with self.catalog.lock:
