@@ -63,48 +63,64 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
     only the report files and the baseline read them, and a run that writes neither need not
     group every test's queries by fingerprint once more.
     """
-    phases = [(name, record.phase(name)) for name in PHASES]
-    by_alias: dict[str, dict[str, int]] = {}
-    for phase_name, phase in phases:
-        for alias, count in phase.by_alias:
-            by_alias.setdefault(alias, dict.fromkeys(PHASES, 0))[phase_name] = count
-    call = record.phase("call")
+    setup, call, teardown = (record.phase(name) for name in PHASES)
     call_stats = call.fingerprints if fingerprints and call.rows else ()
-    connections = [c.to_dict() for c in record.connections] if record.connections else []
     return {
         "nodeid": record.nodeid,
         "outcome": None,  # filled in from the test's reports
-        "queries": {name: phase.query_count for name, phase in phases},
-        "transaction_control": {name: phase.transaction_control_count for name, phase in phases},
-        "by_alias": by_alias,
+        "queries": {"setup": setup.query_count, "call": call.query_count,
+                    "teardown": teardown.query_count},
+        "transaction_control": _shared_counts(setup.transaction_control_count,
+                                              call.transaction_control_count,
+                                              teardown.transaction_control_count),
+        "by_alias": _by_alias(setup.by_alias, call.by_alias, teardown.by_alias),
         "duration_ms": round(duration_ms, 3),
-        "db_time_ms": {name: round(phase.duration_ms, 3) for name, phase in phases},
-        "connections": {
-            "opened": len(connections),
-            "still_open": sum(1 for c in record.connections if not c.closed),
-            "peak": record.peak_connections,
-            "details": connections,
-        },
-        "vendors": list(record.vendors),
-        "findings": [finding_entry(f) for f in findings],
-        "top_fingerprints": [_top_fingerprint(fp) for fp in call_stats[:TOP_FINGERPRINTS]],
+        "db_time_ms": {"setup": round(setup.duration_ms, 3), "call": round(call.duration_ms, 3),
+                       "teardown": round(teardown.duration_ms, 3)},
+        "connections": _connections(record),
+        "vendors": _shared_list(record.vendors),
+        "findings": [finding_entry(f) for f in findings] if findings else [],
+        "top_fingerprints": [_top_fingerprint(fp) for fp in call_stats[:TOP_FINGERPRINTS]]
+        if call_stats else [],
         # the whole call-phase multiset (fingerprint id -> count): what the baseline stores
         "call_fingerprints": dict(sorted(
             (fp.fingerprint_id, fp.count) for fp in call_stats
             if not fp.is_transaction_control
-        )),
+        )) if call_stats else {},
         # call sites of every call-phase shape and the test's dbguard_allow reasons: what
         # `dbguard report --baseline` needs to judge a shard's tests as the regression rule does
         "call_fingerprint_sites": {
             fp.fingerprint_id: _sites(fp.call_sites)
             for fp in sorted(call_stats, key=lambda fp: fp.fingerprint_id)
             if not fp.is_transaction_control
-        },
-        "allowed_rules": dict(sorted((allowed or {}).items())),
+        } if call_stats else {},
+        "allowed_rules": dict(sorted(allowed.items())) if allowed else {},
         "call_completed": call_completed,
         "location": {"path": location[0], "line": location[1]} if location else None,
         # stress mode: rounds run, errors per thread, deadlocks, lock waits, wait-for graph
         "stress": _stress(record),
+    }
+
+
+def _by_alias(*per_phase: tuple[tuple[str, int], ...]) -> dict[str, dict[str, int]]:
+    if not any(per_phase):
+        return {}
+    counts: dict[str, list[int]] = {}
+    for at, phase_counts in enumerate(per_phase):
+        for alias, count in phase_counts:
+            counts.setdefault(alias, [0, 0, 0])[at] = count
+    return {alias: _shared_counts(*c) for alias, c in counts.items()}
+
+
+def _connections(record: TestRecord) -> dict[str, Any]:
+    if not record.connections:
+        return _shared_counts(0, 0, record.peak_connections, keys=_CONNECTION_KEYS)
+    details = [c.to_dict() for c in record.connections]
+    return {
+        "opened": len(details),
+        "still_open": sum(1 for c in record.connections if not c.closed),
+        "peak": record.peak_connections,
+        "details": details,
     }
 
 
@@ -115,6 +131,29 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
 _SHARED_MAX = 20_000
 _shared_sites: dict[Any, list[dict[str, Any]]] = {}
 _shared_aliases: dict[Any, dict[str, int]] = {}
+_shared_small: dict[Any, Any] = {}
+_CONNECTION_KEYS = ("opened", "still_open", "peak")
+
+
+def _shared_counts(*counts: int, keys: tuple[str, ...] = PHASES) -> dict[str, Any]:
+    """{phase: count} (or {key: count}), one dict for every entry with the same counts."""
+    found = _shared_small.get((keys, counts))
+    if found is None:
+        if len(_shared_small) >= _SHARED_MAX:
+            _shared_small.clear()
+        found = _shared_small[(keys, counts)] = dict(zip(keys, counts, strict=True))
+        if keys is _CONNECTION_KEYS:
+            found["details"] = []
+    return found
+
+
+def _shared_list(items: tuple[str, ...]) -> list[str]:
+    found = _shared_small.get(items)
+    if found is None:
+        if len(_shared_small) >= _SHARED_MAX:
+            _shared_small.clear()
+        found = _shared_small[items] = list(items)
+    return found  # type: ignore[no-any-return]
 
 
 def _sites(call_sites: tuple[tuple[Any, int], ...]) -> list[dict[str, Any]]:
