@@ -44,7 +44,7 @@ STRESS_NEEDS_COMMITS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class TestState:
     """dbguard's per-test state, kept in item.stash."""
 

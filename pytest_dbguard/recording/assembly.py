@@ -51,6 +51,9 @@ class Recording:
         self.probes = probes
         self._closers: list[Callable[[], None]] = []
         self._timeouts: Any = None
+        # the test body's code by function: parametrized tests share one, and unwrapping a
+        # decorated function walks its __wrapped__ chain
+        self._body_codes: dict[Any, CodeType | None] = {}
 
     @classmethod
     def assemble(cls, probes: Iterable[str], *, rootdir: str, show_params: bool,
@@ -137,9 +140,19 @@ class Recording:
         """The test function's code when its top-level calls are to be units of work."""
         if PROBE_BODY_UNITS not in self.probes:
             return None
+        key = getattr(test_function, "__func__", test_function)  # a method: its function
+        try:
+            return self._body_codes[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable test object
+            key = None
         from .bodysteps import test_code
 
-        return test_code(test_function)
+        code = test_code(test_function)
+        if key is not None:
+            self._body_codes[key] = code
+        return code
 
     @contextmanager
     def watching_call(self, recorder: TestRecorder, body_code: CodeType | None,
