@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -269,6 +270,7 @@ class TestRecorder:
         )
 
 
+SMALL_PHASE = 24  # rows up to which build_phase counts in a Python loop
 _GROUP_KEY = itemgetter(ROW_SHAPE, ROW_SITE, ROW_CONN)
 _CONN_OF = itemgetter(ROW_CONN)
 _SHAPE_AND_DURATION = itemgetter(ROW_SHAPE, ROW_DURATION)
@@ -282,8 +284,20 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
         # most setup and teardown phases of a fast suite: nothing to aggregate
         return PhaseRecord(phase, 0, 0, (), 0.0, (), (), units, catalog)
     shapes, conns = catalog.shapes, catalog.conns
-    # counting runs in C (Counter over itemgetter); Python only walks the distinct groups
-    groups = Counter(map(_GROUP_KEY, rows))
+    groups: dict[tuple[int, int, int], int]
+    if len(rows) > SMALL_PHASE:
+        # counting runs in C (Counter over itemgetter); Python only walks the distinct groups
+        groups = Counter(map(_GROUP_KEY, rows))
+        duration = sum(map(_DURATION_OF, rows))
+    else:
+        # most phases hold a handful of rows: one pass in Python beats Counter's set-up
+        groups = {}
+        get = groups.get
+        duration = 0.0
+        for row in rows:
+            key = (row[ROW_SHAPE], row[ROW_SITE], row[ROW_CONN])
+            groups[key] = get(key, 0) + 1
+            duration += row[ROW_DURATION]
     by_alias: dict[str, int] = {}
     tx = 0
     for (shape_i, _, conn_i), n in groups.items():
@@ -294,20 +308,15 @@ def build_phase(phase: str, rows: list[QueryRow], units: dict[int, str],
             by_alias[alias] = by_alias.get(alias, 0) + n
     frozen = tuple(rows)
     return PhaseRecord(
-        phase=phase,
-        query_count=sum(by_alias.values()),
-        transaction_control_count=tx,
-        by_alias=tuple(sorted(by_alias.items())) if len(by_alias) > 1
-        else tuple(by_alias.items()),
-        duration_ms=sum(map(_DURATION_OF, frozen)) * 1000.0,
-        lazy_fingerprints=lambda: fingerprint_stats(frozen, groups, catalog, with_examples),
-        rows=frozen,
-        units=units,
-        catalog=catalog,
+        phase, sum(by_alias.values()), tx,
+        tuple(sorted(by_alias.items())) if len(by_alias) > 1 else tuple(by_alias.items()),
+        duration * 1000.0,
+        partial(fingerprint_stats, frozen, groups, catalog, with_examples),
+        frozen, units, catalog,
     )
 
 
-def fingerprint_stats(rows: tuple[QueryRow, ...], groups: Counter[tuple[int, int, int]],
+def fingerprint_stats(rows: tuple[QueryRow, ...], groups: dict[tuple[int, int, int], int],
                       catalog: Catalog, with_examples: bool) -> tuple[FingerprintStats, ...]:
     """One phase's queries by fingerprint: counts, time, aliases, call sites, examples."""
     shapes, sites, conns = catalog.shapes, catalog.sites, catalog.conns
