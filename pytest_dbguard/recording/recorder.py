@@ -251,22 +251,25 @@ class TestRecorder:
         conns = self.hub.catalog.conns
         used: set[int] = set()
         for rows in self.phase_rows.values():
-            used.update(map(_CONN_OF, rows))
-        vendors = self.vendors | {conns[i].vendor for i in used}
+            if rows:
+                used.update(map(_CONN_OF, rows))
+        vendors = self.vendors.union([conns[i].vendor for i in used])
         connections = tuple(
             ConnectionEvent(
                 alias=c.alias, vendor=c.vendor, thread=c.thread, opened_in_phase=c.phase,
                 backend_pid=c.pid, call_site=c.site, closed=c.is_closed(),
             )
             for c in self.connections
-        )
+        ) if self.connections else ()
+        records = self.phase_records
         return TestRecord(
-            nodeid=self.nodeid,
-            phases={p: self.phase_records[p] for p in PHASES if p in self.phase_records},
-            connections=connections,
-            peak_connections=self.peak_connections,
-            vendors=tuple(sorted(vendors)),
-            facts=dict(self.facts),
+            self.nodeid,
+            records.copy() if tuple(records) == PHASES
+            else {p: records[p] for p in PHASES if p in records},
+            connections,
+            self.peak_connections,
+            tuple(sorted(vendors)) if len(vendors) > 1 else tuple(vendors),
+            dict(self.facts),
         )
 
 
