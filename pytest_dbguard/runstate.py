@@ -25,7 +25,7 @@ def start_session(config: pytest.Config) -> DbguardSession:
         from .session import DbguardSession
 
         session = config.stash[SESSION] = DbguardSession(config, config.stash[SETTINGS])
-        config.pluginmanager.register(SharedFixtureHooks(session), "dbguard-shared-fixtures")
+        _charge_shared_fixtures(config, session)
     return session
 
 
@@ -33,8 +33,50 @@ def current_session(config: pytest.Config) -> DbguardSession | None:
     return config.stash.get(SESSION, None)
 
 
+def _charge_shared_fixtures(config: pytest.Config, session: DbguardSession) -> None:
+    """Charge session/module/class-scoped fixtures to the session, not to a test.
+
+    pytest runs a fixture through FixtureDef.execute (set-up, or the cached value) and
+    FixtureDef.finish (teardown). Wrapping those two for the run costs a plain call and a
+    scope check per fixture; the pytest_fixture_setup/post_finalizer hooks that did this before
+    cost a hook wrapper for each of the ~30 fixture calls of every test. Where FixtureDef lacks
+    either method (another pytest), the hooks do it. Undone when the run ends.
+    """
+    execute = getattr(pytest.FixtureDef, "execute", None)
+    finish = getattr(pytest.FixtureDef, "finish", None)
+    if not callable(execute) or not callable(finish):
+        config.pluginmanager.register(SharedFixtureHooks(session), "dbguard-shared-fixtures")
+        return
+
+    def shared_execute(fixturedef: pytest.FixtureDef[Any], request: Any) -> Any:
+        if fixturedef.scope == "function":
+            return execute(fixturedef, request)
+        with session.shared_fixture():
+            return execute(fixturedef, request)
+
+    def shared_finish(fixturedef: pytest.FixtureDef[Any], request: Any) -> None:
+        if fixturedef.scope == "function" or fixturedef.cached_result is None:
+            return finish(fixturedef, request)
+        key = id(fixturedef)
+        session.begin_shared_teardown(key)
+        try:
+            return finish(fixturedef, request)
+        finally:
+            session.end_shared_teardown(key)
+
+    fixturedef_class: Any = pytest.FixtureDef
+    fixturedef_class.execute = shared_execute
+    fixturedef_class.finish = shared_finish
+
+    def undo() -> None:
+        fixturedef_class.execute = execute
+        fixturedef_class.finish = finish
+
+    config.add_cleanup(undo)
+
+
 class SharedFixtureHooks:
-    """Charges session/module/class-scoped fixtures to the session, not to a test.
+    """The hook-based way of _charge_shared_fixtures, for a pytest whose FixtureDef differs.
 
     Registered when the session starts: fixture hooks run ~30 times per test, and an idle
     install must not add even that.

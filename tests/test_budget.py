@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 BUDGET_TESTS = """
 import pytest
 from shop.models import Author, Book
@@ -271,3 +273,54 @@ def test_dbguard_budget_block_fails_with_grouped_message(djproject):
         "  at test_shop.py:10",
         '    1× SELECT COUNT(*) AS "__count" FROM "shop_author"  at test_shop.py:9',
     ])
+
+
+SHARED_FIXTURE_TESTS = """
+import pytest
+from shop.models import Author
+
+
+@pytest.fixture(scope="module")
+def library(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        authors = [Author.objects.create(name=f"shared {n}") for n in range(3)]
+    yield authors
+    with django_db_blocker.unblock():
+        Author.objects.filter(name__startswith="shared ").delete()
+
+
+@pytest.fixture
+def guest(db):
+    return Author.objects.create(name="guest")
+
+
+@pytest.mark.query_budget(1)
+def test_first(library, guest, db):
+    assert Author.objects.filter(name__startswith="shared ").count() == 3
+
+
+@pytest.mark.query_budget(1)
+def test_last(library, db):
+    assert Author.objects.filter(name__startswith="shared ").count() == 3
+"""
+
+
+def test_module_fixture_queries_are_the_sessions_not_a_tests(djproject, tmp_path):
+    """A module-scoped fixture's set-up and teardown queries are charged to the session (shared
+    fixture queries), never to the test that happened to set it up or tear it down; a
+    function-scoped fixture's queries stay the test's set-up."""
+    djproject.write_test(SHARED_FIXTURE_TESTS)
+    path = tmp_path / "report.json"
+    djproject.run("-p", "no:randomly", "--dbguard", "--dbguard-json", str(path)
+                  ).assert_outcomes(passed=2)
+    document = json.loads(path.read_text())
+    tests = {t["nodeid"].split("::")[-1]: t for t in document["tests"]}
+    first, last = tests["test_first"]["queries"], tests["test_last"]["queries"]
+    # test_first: the guest's INSERT is its set-up; the library's three INSERTs are not
+    assert (first["setup"], first["call"]) == (1, 1)
+    assert (last["setup"], last["call"]) == (0, 1)
+    # test_last tears the module fixture down (a SELECT and a DELETE), which is not charged to
+    # it: its teardown is pytest-django's own, like test_first's
+    assert last["teardown"] == first["teardown"]
+    # three INSERTs and the DELETE's queries belong to the session
+    assert document["summary"]["shared_fixture_queries"] >= 4
