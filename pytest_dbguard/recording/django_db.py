@@ -26,6 +26,7 @@ from ..events import (
 )
 from .awaits import AWAITED_SITE
 from .callsite import MARK, THIRD_PARTY, USER, WALK_STOP, find_user_frame
+from .framekinds import IN_HARNESS
 from .ledger import LedgerEntry
 from .recorder import SHARED_ROW, Hub, TestRecorder
 
@@ -129,6 +130,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                     frame: Any = caller
                     fallback = None
                     marks = None
+                    harness = None  # the first frame of Django's test harness met, if any
                     while frame is not None:
                         kind = kinds.get(id(frame.f_code))
                         if kind is None:
@@ -146,7 +148,27 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                                 marks = [frame]
                             else:
                                 marks.append(frame)
+                            if kind == IN_HARNESS and harness is None:
+                                known = hub.harness_walk
+                                if frame is known[0] and frame.f_lasti == known[1]:
+                                    # the harness (a flush and its post_migrate handlers, a
+                                    # fixture load) runs many queries from one live frame:
+                                    # outward from it the walk ends as it did last time
+                                    marks.extend(known[4])
+                                    if fallback is None:
+                                        fallback = known[3]
+                                    frame = known[2]
+                                    break
+                                harness = frame
+                                harness_at = len(marks)
+                                harness_alone = fallback is None
                         frame = frame.f_back
+                    if (harness is not None and harness_alone
+                            and not harness.f_code.co_flags & _SUSPENDABLE):
+                        assert marks is not None
+                        hub.harness_walk = (harness, harness.f_lasti, frame, fallback,
+                                            tuple(marks[harness_at:]))
+                    del harness
                     user = frame
                     if frame is None:
                         frame = fallback

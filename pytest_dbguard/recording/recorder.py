@@ -71,6 +71,10 @@ class Hub:
         # taps on other threads read a consistent one: (frame, instruction offset, site,
         # context, load group, user frame).
         self.walk_memo: tuple[Any, ...] = NO_WALK
+        # the same for the walk outward from the first frame of Django's test harness (flush,
+        # loaddata, the test transaction) it met: (frame, instruction offset, user frame,
+        # fallback frame, marked frames further out)
+        self.harness_walk: tuple[Any, ...] = NO_WALK
         self.unit = 0
         self._unit_seq = 0
         self.unit_labels: dict[int, str] = {}
@@ -135,7 +139,7 @@ class Hub:
     def finish_test(self) -> None:
         self.recorder = None
         self.rows = None
-        self.walk_memo = NO_WALK  # the frames it holds belong to this test
+        self.walk_memo = self.harness_walk = NO_WALK  # the frames they hold are this test's
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
