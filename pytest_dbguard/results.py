@@ -126,7 +126,10 @@ class RunCollector:
         entries = sorted(self.finished_entries(), key=lambda e: e["nodeid"])
         results = RunResults(entries=entries, shared_fixture_queries=self.shared_fixture_queries,
                              sql=self.seen_sql(), crashed_workers=list(self.crashed_workers),
-                             session_notes=list(self.notes), meta=run.run_meta(settings),
+                             session_notes=list(self.notes),
+                             # only the JSON report says what ran (the installed version is
+                             # read from the package metadata, a scan of sys.path)
+                             meta=run.run_meta(settings) if settings.json_path else {},
                              rules={spec.id: (spec.default_action, spec.summary)
                                     for spec in settings.rules})
         if self.records_every_test and self.entries:
