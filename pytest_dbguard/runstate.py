@@ -48,14 +48,29 @@ def _charge_shared_fixtures(config: pytest.Config, session: DbguardSession) -> N
         config.pluginmanager.register(SharedFixtureHooks(session), "dbguard-shared-fixtures")
         return
 
+    per_test: set[pytest.FixtureDef[Any]] = set()  # function-scoped definitions seen
+
     def shared_execute(fixturedef: pytest.FixtureDef[Any], request: Any) -> Any:
+        # called for every fixture a test uses, set up or cached: as cheap as it can be
+        if fixturedef in per_test:
+            return execute(fixturedef, request)
         if fixturedef.scope == "function":
+            per_test.add(fixturedef)
             return execute(fixturedef, request)
-        with session.shared_fixture():
+        hub = session.hub
+        if hub is None or hub.rows is None or hub.rows is hub.shared_rows:
             return execute(fixturedef, request)
+        previous = hub.enter_shared()
+        try:
+            return execute(fixturedef, request)
+        finally:
+            hub.leave_shared(previous)
 
     def shared_finish(fixturedef: pytest.FixtureDef[Any], request: Any) -> None:
-        if fixturedef.scope == "function" or fixturedef.cached_result is None:
+        if fixturedef in per_test or fixturedef.cached_result is None:
+            return finish(fixturedef, request)
+        if fixturedef.scope == "function":
+            per_test.add(fixturedef)
             return finish(fixturedef, request)
         key = id(fixturedef)
         session.begin_shared_teardown(key)

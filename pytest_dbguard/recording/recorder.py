@@ -144,17 +144,26 @@ class Hub:
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
         """Charge queries of a higher-scoped fixture to the session, not to the current test."""
-        previous = self.rows
-        if previous is None:
-            yield
-            return
-        self.rows = self.shared_rows
+        previous = self.enter_shared()
         try:
             yield
         finally:
-            self.shared_query_count += len(self.shared_rows)
-            self.shared_rows.clear()
-            self.rows = previous
+            self.leave_shared(previous)
+
+    def enter_shared(self) -> list[QueryRow] | None:
+        """shared_fixture() without a generator, for the fixture wrappers: returns what
+        leave_shared() takes back."""
+        previous = self.rows
+        if previous is not None:
+            self.rows = self.shared_rows
+        return previous
+
+    def leave_shared(self, previous: list[QueryRow] | None) -> None:
+        if previous is None:
+            return
+        self.shared_query_count += len(self.shared_rows)
+        self.shared_rows.clear()
+        self.rows = previous
 
     @contextmanager
     def paused(self) -> Iterator[None]:
