@@ -148,12 +148,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         return (yield)
     session = _session(item.config)
     assert session is not None
-    with session.call_phase(state):
-        try:
-            return (yield)
-        except BaseException as exc:
-            session.note_call_error(state, exc)
-            raise
+    begun = session.begin_call(state)
+    try:
+        return (yield)
+    except BaseException as exc:
+        session.note_call_error(state, exc)
+        raise
+    finally:
+        session.end_call(state, begun)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from . import aliases, markers, policy
 from .backends import for_vendor
 from .config import Settings
-from .events import Finding, TestRecord
+from .events import Finding, QueryRow, TestRecord
 from .facts import CALL_ERROR, CallError
 from .recording.assembly import DJANGO_NOT_CONFIGURED, Recording, django_ready
 from .recording.recorder import Hub, TestRecorder
@@ -76,7 +76,7 @@ class DbguardSession:
         self.notes = self.run.notes
         self._django_missing_noted = False
         self._stress_vendor_noted = False
-        self._shared_teardowns: dict[int, ExitStack] = {}
+        self._shared_teardowns: dict[int, list[QueryRow] | None] = {}
         # each rule's action worked out once per distinct set of facts, not per test
         self._actions = policy.ActionTable(settings.rules, settings)
         self._rule_markers = policy.rule_markers(settings.rules)
@@ -252,14 +252,13 @@ class DbguardSession:
         state.recorder.facts[CALL_ERROR] = CallError(type(exc).__name__, sqlstate_of(exc))
 
     # -- phases: setup and teardown only switch where rows go; the call phase does more ------
-    @contextmanager
-    def call_phase(self, state: TestState) -> Iterator[None]:
-        """The test body: its query timeout, its units of work, a TestCase's setUp/tearDown
-        charged to their phases, and connections put back once the body is recorded."""
+    def begin_call(self, state: TestState) -> Any:
+        """The test body starts: its query timeout, its units of work, a TestCase's
+        setUp/tearDown charged to their phases. Returns what end_call() takes."""
         recorder = state.recorder
         assert recorder is not None
         recorder.start_phase("call")
-        timeouts = None
+        timeouts = steps = None
         try:
             if state.timeout is not None:
                 assert self.recording is not None
@@ -267,18 +266,29 @@ class DbguardSession:
                 timeouts.start(recorder, state.timeout.ms, state.timeout.using)
             if self.recording is not None:
                 case = state.unittest_item() if state.unittest_item is not None else None
-                with self.recording.watching_call(recorder, state.body_code,
-                                                  getattr(case, "instance", None)):
-                    yield
-            else:
-                yield
-        finally:
+                steps = self.recording.begin_call(recorder, state.body_code,
+                                                  getattr(case, "instance", None))
+        except BaseException:
+            self.end_call(state, (timeouts, steps))
+            raise
+        return (timeouts, steps)
+
+    def end_call(self, state: TestState, begun: Any) -> None:
+        """The test body is over: stop what begin_call started, record the phase, and put
+        back connections the body left in a transaction."""
+        recorder = state.recorder
+        assert recorder is not None
+        timeouts, steps = begun
+        try:
             try:
                 if timeouts is not None:
                     timeouts.stop()
             finally:
-                recorder.stop_phase()
-                self._restore_connections(state)
+                if steps is not None and self.recording is not None:
+                    self.recording.end_call(steps)
+        finally:
+            recorder.stop_phase()
+            self._restore_connections(state)
 
     def _restore_connections(self, state: TestState) -> None:
         """Undo an open transaction the test body left, once its state is recorded."""
@@ -299,18 +309,18 @@ class DbguardSession:
 
     def begin_shared_teardown(self, key: int) -> None:
         """A session/module fixture starts its teardown: charge its queries to the session."""
-        if self.hub is None:
+        hub = self.hub
+        if hub is None:
             return
         if self.recording is not None:
             self.recording.before_shared_teardown()
-        stack = ExitStack()
-        stack.enter_context(self.hub.shared_fixture())
-        self._shared_teardowns[key] = stack
+        # pytest-django's class-scoped unittest fixture does this after every test
+        self._shared_teardowns[key] = hub.enter_shared()
 
     def end_shared_teardown(self, key: int) -> None:
-        stack = self._shared_teardowns.pop(key, None)
-        if stack is not None:
-            stack.close()
+        hub = self.hub
+        if hub is not None and key in self._shared_teardowns:
+            hub.leave_shared(self._shared_teardowns.pop(key))
 
     # -- judging ----------------------------------------------------------------------------
     def judge(self, state: TestState, stage: str, excinfo: Any = None) -> list[Finding]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from types import CodeType
 from typing import Any
 
@@ -154,22 +153,26 @@ class Recording:
             self._body_codes[key] = code
         return code
 
-    @contextmanager
-    def watching_call(self, recorder: TestRecorder, body_code: CodeType | None,
-                      unittest_case: Any) -> Iterator[None]:
-        """The call phase: a TestCase's setUp/tearDown charged to their phases, and each
-        top-level call of the test body its own unit of work."""
+    def begin_call(self, recorder: TestRecorder, body_code: CodeType | None,
+                   unittest_case: Any) -> Any:
+        """The call phase starts: a TestCase's setUp/tearDown charged to their phases, and
+        each top-level call of the test body its own unit of work. Returns what end_call()
+        takes (plain calls rather than a context manager: this runs for every test)."""
         if unittest_case is not None:
             from .unitphases import charge_unittest_phases
 
             charge_unittest_phases(unittest_case, recorder)
         if body_code is None:
-            yield
-            return
-        from .bodysteps import watching
+            return None
+        from .bodysteps import BodySteps
 
-        with watching(self.hub, body_code):
-            yield
+        steps = self.hub.body = BodySteps(self.hub, body_code)
+        return steps
+
+    def end_call(self, steps: Any) -> None:
+        if steps is not None:
+            self.hub.body = None
+            steps.close()
 
     def before_shared_teardown(self) -> None:
         """The test's own fixtures are gone and a shared one (pytest-django's test database)
