@@ -79,9 +79,11 @@ def test_entry(record: TestRecord, findings: list[Finding], duration_ms: float, 
                        "teardown": round(teardown.duration_ms, 3)},
         "connections": _connections(record),
         "vendors": _shared_list(record.vendors),
-        "findings": [finding_entry(f) for f in findings] if findings else [],
+        # a list each garbage collection walks for every test kept, unless it is the shared
+        # empty one (entries are never changed below their top level)
+        "findings": [finding_entry(f) for f in findings] if findings else _NO_FINDINGS,
         "top_fingerprints": [_top_fingerprint(fp) for fp in call_stats[:TOP_FINGERPRINTS]]
-        if call_stats else [],
+        if call_stats else _NO_FINDINGS,
         # the whole call-phase multiset (fingerprint id -> count): what the baseline stores
         "call_fingerprints": dict(sorted(
             (fp.fingerprint_id, fp.count) for fp in call_stats
@@ -185,6 +187,7 @@ def _top_fingerprint(fp: FingerprintStats) -> dict[str, Any]:
 
 
 _NO_EXAMPLES: list[str] = []
+_NO_FINDINGS: list[Any] = []
 
 
 def finding_entry(finding: Finding) -> FindingEntry:

@@ -182,7 +182,8 @@ def judge_entries(entries: Iterable[ReportEntry], baseline_tests: Mapping[str, A
         reason = (entry.get("allowed_rules") or {}).get("regression")
         data = cast("FindingEntry", dict(finding.to_dict(), action=action, allowed=reason,
                                          nodeid=entry["nodeid"]))
-        findings = entry["findings"]
+        # a new list: an entry built in this process may share its empty one with others
+        findings = entry["findings"] = list(entry["findings"])
         at = sum(1 for f in findings if f["rule"] in RULES
                  and RULES[f["rule"]].stage == "call" and order.index(f["rule"]) < rank)
         findings.insert(at, data)
