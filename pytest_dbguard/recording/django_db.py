@@ -127,7 +127,9 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 else:
                     # Call site: the loop of callsite.find_user_frame, inlined (one call less
                     # per query).
-                    frame: Any = caller
+                    # from the code that called the cursor: the two frames below it are Django's
+                    # CursorWrapper.execute and _execute_with_wrappers, never a call site
+                    frame: Any = anchor if anchor is not None else caller
                     fallback = None
                     marks = None
                     harness = None  # the first frame of Django's test harness met, if any
