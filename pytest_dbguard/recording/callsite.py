@@ -271,6 +271,33 @@ class FrameClassifier:
         return absolute if relative.startswith("..") else relative.replace(os.sep, "/")
 
 
+def find_user_site(classifier: FrameClassifier, frame: FrameType | None) -> int:
+    """find_user_frame's site alone: the same walk, without resolving what Django was doing,
+    and a known site found without the catalog lock (as the database tap does)."""
+    kinds = classifier.kinds
+    fallback: FrameType | None = None
+    while frame is not None:
+        kind = kinds.get(id(frame.f_code))
+        if kind is None:
+            kind = classifier.classify(frame.f_code)
+        if kind == USER:
+            break
+        if kind == THIRD_PARTY:
+            if fallback is None:
+                fallback = frame
+        elif kind == WALK_STOP:
+            frame = None
+            break
+        frame = frame.f_back
+    if frame is None:
+        frame = fallback
+        if frame is None:
+            return NO_SITE
+    by_offset = classifier.site_index.get(id(frame.f_code))
+    site = by_offset.get(frame.f_lasti) if by_offset is not None else None
+    return site if site is not None else classifier.add_site(frame)
+
+
 def find_user_frame(classifier: FrameClassifier, frame: FrameType | None) -> tuple[int, int]:
     """Walk outwards from `frame` to the first user frame: its site index and context index.
 
