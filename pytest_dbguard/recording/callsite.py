@@ -185,6 +185,10 @@ class FrameClassifier:
             instance = descriptor.f_locals.get("instance")
         elif qs_frame is not None and IN_REFRESH not in vetoes:
             relation, bypassed = self.relations.of_manager(qs_frame)
+            if (relation is None and not vetoes and template_frame is None
+                    and not watch_templates):
+                # most ORM queries: a queryset of no related manager, nothing around it
+                return 0, 0
             if relation is not None:
                 hints = getattr(qs_frame.f_locals.get("self"), "_hints", None)
                 instance = hints.get("instance") if hints else None
