@@ -9,9 +9,8 @@ test client already is.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import CodeType, FrameType
+from contextlib import AbstractContextManager, nullcontext
+from types import CodeType, FrameType, TracebackType
 from typing import Any
 
 from .recorder import Hub
@@ -84,28 +83,41 @@ class BodySteps:
     def close(self) -> None:
         self.frame = self.child = None
 
+    def __enter__(self) -> None:
+        self.hub.body = self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.hub.body = None
+        self.close()
+
+
+# id(function) -> (function, its test body's code): parametrized tests share one function, so
+# each is unwrapped once per session; the function is held so that its id is never reused
+_codes: dict[int, tuple[Any, CodeType | None]] = {}
+
 
 def test_code(obj: Any) -> CodeType | None:
     """The code object that runs as the test body (under decorators that kept __wrapped__)."""
+    # a method's attributes (__wrapped__ too) are its function's: the function is the key, so
+    # that the bound methods of a test class, one per test, share one entry
+    key = getattr(obj, "__func__", obj)
+    found = _codes.get(id(key))
+    if found is not None and found[0] is key:
+        return found[1]
     try:
         func = inspect.unwrap(obj)
     except (ValueError, TypeError):
         return None
     func = getattr(func, "__func__", func)
     code = getattr(func, "__code__", None)
-    return code if isinstance(code, CodeType) else None
+    result = code if isinstance(code, CodeType) else None
+    _codes[id(key)] = (key, result)
+    return result
 
 
-@contextmanager
-def watching(hub: Hub, code: CodeType | None) -> Iterator[None]:
+def watching(hub: Hub, code: CodeType | None) -> AbstractContextManager[None]:
     """Give each top-level call of the test body its own unit while the block runs."""
     if code is None:
-        yield
-        return
-    steps = BodySteps(hub, code)
-    hub.body = steps
-    try:
-        yield
-    finally:
-        hub.body = None
-        steps.close()
+        return nullcontext()
+    return BodySteps(hub, code)

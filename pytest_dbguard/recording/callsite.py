@@ -185,6 +185,10 @@ class FrameClassifier:
             instance = descriptor.f_locals.get("instance")
         elif qs_frame is not None and IN_REFRESH not in vetoes:
             relation, bypassed = self.relations.of_manager(qs_frame)
+            if (relation is None and not vetoes and template_frame is None
+                    and not watch_templates):
+                # most ORM queries: a queryset of no related manager, nothing around it
+                return 0, 0
             if relation is not None:
                 hints = getattr(qs_frame.f_locals.get("self"), "_hints", None)
                 instance = hints.get("instance") if hints else None
@@ -269,6 +273,33 @@ class FrameClassifier:
         except ValueError:
             return absolute
         return absolute if relative.startswith("..") else relative.replace(os.sep, "/")
+
+
+def find_user_site(classifier: FrameClassifier, frame: FrameType | None) -> int:
+    """find_user_frame's site alone: the same walk, without resolving what Django was doing,
+    and a known site found without the catalog lock (as the database tap does)."""
+    kinds = classifier.kinds
+    fallback: FrameType | None = None
+    while frame is not None:
+        kind = kinds.get(id(frame.f_code))
+        if kind is None:
+            kind = classifier.classify(frame.f_code)
+        if kind == USER:
+            break
+        if kind == THIRD_PARTY:
+            if fallback is None:
+                fallback = frame
+        elif kind == WALK_STOP:
+            frame = None
+            break
+        frame = frame.f_back
+    if frame is None:
+        frame = fallback
+        if frame is None:
+            return NO_SITE
+    by_offset = classifier.site_index.get(id(frame.f_code))
+    site = by_offset.get(frame.f_lasti) if by_offset is not None else None
+    return site if site is not None else classifier.add_site(frame)
 
 
 def find_user_frame(classifier: FrameClassifier, frame: FrameType | None) -> tuple[int, int]:

@@ -11,6 +11,9 @@ lists are plain attributes: they become a list subclass that flags its path when
 
 Django's own prefetch machinery walks the same descriptors and lists; reads made while it runs
 are not the code's. Installed only when `unused-eager-load` is on; nothing here runs per query.
+Only the descriptors a path was marked with are watched, and only until the test body ends
+(eager_marks.Watcher); a queryset that eager-loads nothing is evaluated as Django does, with
+the load-groups tagging in the same wrapper when that probe is installed too.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Any
 
 from ..events import NO_SITE
 from ..facts import EAGER_LOADS, EagerLoad
-from .callsite import find_user_frame
-from .eager_marks import LOCAL, EagerPath, WatchedList, cache_name, mark, watching
+from .callsite import find_user_site
+from .eager_marks import LOCAL, EagerPath, WatchedList, Watcher, cache_name, mark
 from .recorder import Hub, TestRecorder
 
 # On Query: {(method, argument): site index} where select_related / prefetch_related was called.
@@ -41,6 +44,8 @@ class EagerProbe:
         self.paths: dict[tuple[Any, ...], EagerPath] = {}
         self._descriptors: dict[tuple[type, str], Any] = {}
         self._undo: list[tuple[Any, str, Any]] = []
+        self.watcher = Watcher()
+        self._cache_names: dict[Any, str] = {}
         from django.db.models.fields import related_descriptors as rd
 
         self._single = (rd.ForwardManyToOneDescriptor, rd.ReverseOneToOneDescriptor)
@@ -50,9 +55,19 @@ class EagerProbe:
     # -- probe protocol ----------------------------------------------------------------------
     def start_test(self, recorder: TestRecorder) -> None:
         self.paths = {}
+        if self.watcher.pending:
+            self.watcher.release()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         if phase != "call":
+            return
+        if self.watcher.pending:
+            self.watcher.release()  # reads after the body are not judged
+        paths, self.paths = self.paths, {}
+        # the rule judges the paths nothing read; the ones read are left out of the facts
+        unused = [p for p in paths.values() if not p.used]
+        if not unused:
+            recorder.facts[self.name] = ()
             return
         sites = self.hub.catalog.sites
         recorder.facts[self.name] = tuple(
@@ -60,14 +75,14 @@ class EagerProbe:
                       to_attr=p.to_attr, site=sites[p.site] if p.site != NO_SITE else None,
                       evaluations=p.evaluations, rows=p.rows, loaded=p.loaded, used=p.used,
                       unit=p.unit, forward=p.forward)
-            for p in self.paths.values())
-        self.paths = {}
+            for p in unused)
 
     # -- what a queryset asked for, and where ----------------------------------------------
     def note_built(self, clone: Any, method: str, names: tuple[Any, ...]) -> None:
-        site, _ = find_user_frame(self.hub.classifier, sys._getframe(1))
+        site = find_user_site(self.hub.classifier, sys._getframe(1))
         query = clone.query
-        sites = dict(getattr(query, SITES_ATTR, None) or {})
+        found = getattr(query, SITES_ATTR, None)
+        sites = dict(found) if found else {}
         for name in names:
             text = name if isinstance(name, str) else getattr(name, "prefetch_through", None)
             if text is not None:
@@ -82,7 +97,7 @@ class EagerProbe:
                 and rows is recorder.phase_rows.get("call"))
 
     def begin(self, queryset: Any) -> _Evaluation:
-        site, _ = find_user_frame(self.hub.classifier, sys._getframe(1))
+        site = find_user_site(self.hub.classifier, sys._getframe(1))
         hub = self.hub
         unit = hub.unit_labels.get(hub.unit, "") if hub.unit else ""
         return _Evaluation(self, queryset, site, unit)
@@ -98,16 +113,26 @@ class EagerProbe:
             self._descriptors[key] = found
         return self._descriptors[key]
 
+    def cache_name(self, descriptor: Any) -> str:
+        name = self._cache_names.get(descriptor)
+        if name is None:
+            name = self._cache_names[descriptor] = cache_name(descriptor)
+        return name
+
     # -- installing ----------------------------------------------------------------------------
     def install(self) -> Callable[[], None]:
         from django.db.models import query as query_module
         from django.db.models.query import QuerySet
 
-        self._wrap_reads()
         qs: Any = QuerySet
         probe = self
+        hub = self.hub
         select_related, prefetch_related = qs.select_related, qs.prefetch_related
         fetch_all, iterator = qs._fetch_all, qs._iterator
+        # the load-groups probe's wrapper, when installed: one wrapper does both jobs
+        tag_after = getattr(fetch_all, "dbguard_tag_after", None)
+        if tag_after is not None:
+            fetch_all = fetch_all.__wrapped__
         prefetch_objects = query_module.prefetch_related_objects
         prefetch_level = query_module.prefetch_one_level
 
@@ -122,14 +147,24 @@ class EagerProbe:
             return clone
 
         def _fetch_all(self: Any) -> None:
-            if (self._result_cache is not None or not (
-                    self.query.select_related or self._prefetch_related_lookups)
-                    or not probe.judging()):
+            if self._result_cache is not None or hub.rows is None:
                 return fetch_all(self)
-            evaluation = probe.begin(self)
-            with evaluation.current():
+            prefetch = self._prefetch_related_lookups
+            if not (self.query.select_related or prefetch) or not probe.judging():
                 fetch_all(self)
+                if tag_after is not None:
+                    tag_after(self)
+                return None
+            evaluation = probe.begin(self)
+            if prefetch:
+                with evaluation.current():  # prefetch_one_level reports to it
+                    fetch_all(self)
+            else:
+                fetch_all(self)
+            if tag_after is not None:
+                tag_after(self)
             evaluation.rows(self._result_cache or [])
+            return None
 
         def _iterator(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
             rows = iterator(self, *args, **kwargs)
@@ -172,14 +207,8 @@ class EagerProbe:
             setattr(owner, name, new)
         return self.uninstall
 
-    def _wrap_reads(self) -> None:
-        owner: Any
-        for owner in (*self._single, self._many):
-            original = owner.__dict__["__get__"]
-            self._undo.append((owner, "__get__", original))
-            owner.__get__ = watching(original)
-
     def uninstall(self) -> None:
+        self.watcher.release()
         undo, self._undo = self._undo, []
         for owner, name, original in reversed(undo):
             setattr(owner, name, original)
@@ -199,9 +228,8 @@ class _Evaluation:
         self.site = site
         self.unit = unit
         self.select = queryset.query.select_related
-        known = getattr(queryset, "_known_related_objects", None)
-        self.known = {f.name for f in known} if known else set()
-        self.counted: set[tuple[Any, ...]] = set()
+        self.known = getattr(queryset, "_known_related_objects", None)
+        self.counted: set[tuple[Any, ...]] | None = None
 
     def current(self) -> Any:
         return _Current(self)
@@ -219,8 +247,11 @@ class _Evaluation:
         if found is None:
             found = probe.paths[key] = EagerPath(key, self.model.__name__, holder.__name__,
                                                  method, name, to_attr, site, self.unit)
-        if key not in self.counted:
-            self.counted.add(key)
+        counted = self.counted
+        if counted is None:
+            counted = self.counted = set()
+        if key not in counted:
+            counted.add(key)
             found.evaluations += 1
         return found
 
@@ -237,7 +268,8 @@ class _Evaluation:
             if depth >= DERIVED_DEPTH:
                 return
             cache = objects[0]._state.fields_cache
-            tree = {name: True for name in cache if name not in self.known and isinstance(
+            known = {f.name for f in self.known} if self.known else ()
+            tree = {name: True for name in cache if name not in known and isinstance(
                 probe.descriptor(model, name), probe._forward)}
         marks: dict[Any, EagerPath] = {}
         deeper = []
@@ -245,17 +277,23 @@ class _Evaluation:
             descriptor = probe.descriptor(model, name)
             if not isinstance(descriptor, probe._single):
                 continue
-            key = cache_name(descriptor)
+            key = probe.cache_name(descriptor)
             path = self.path(model, "select_related", prefix + name, None)
-            path.forward = isinstance(descriptor, probe._forward)
+            if path.used and not sub:
+                continue  # read already in this test: nothing left to judge on these rows
             related = [o._state.fields_cache.get(key) for o in objects]
             present = [r for r in related if r is not None]
-            path.rows += len(objects)
-            path.loaded += len(present)
-            marks[descriptor] = path
+            if not path.used:
+                path.forward = isinstance(descriptor, probe._forward)
+                path.rows += len(objects)
+                path.loaded += len(present)
+                marks[descriptor] = path
             if sub and present:
                 deeper.append((present, sub, prefix + name + "__"))
         if marks:
+            watch = probe.watcher.watch
+            for descriptor, path in marks.items():
+                watch(descriptor, path)
             mark(objects, marks)
         for present, sub, deeper_prefix in deeper:
             self._select(present, sub, deeper_prefix, depth + 1)
@@ -285,7 +323,9 @@ class _Evaluation:
                 return  # generic foreign keys and custom prefetchers: not judged
             path = self.path(type(first), "prefetch_related", name, None)
             path.forward = isinstance(descriptor, probe._forward)
-            mark(instances, {descriptor: path})
+            if not path.used:
+                probe.watcher.watch(descriptor, path)
+                mark(instances, {descriptor: path})
         path.rows += len(instances)
         path.loaded += len(related)
 

@@ -102,7 +102,8 @@ def cache_name(descriptor: Any) -> str:
     return name if isinstance(name, str) else owner.get_cache_name()
 
 
-def watching(original: Callable[..., Any]) -> Callable[..., Any]:
+def watching(original: Callable[..., Any], settle: Callable[[Any], None]
+             ) -> Callable[..., Any]:
     # named __get__: the body-units walk tells attribute reads by a dunder frame name
     def __get__(self: Any, instance: Any, cls: Any = None) -> Any:
         if instance is not None:
@@ -110,9 +111,53 @@ def watching(original: Callable[..., Any]) -> Callable[..., Any]:
             marks = state.__dict__.get(ATTR) if state is not None else None
             if marks:
                 path = marks.get(self)
-                if path is not None and not busy():
+                if path is not None and not path.used and not busy():
                     path.used = True
+                    settle(self)
         return original(self, instance, cls)
 
     __get__.__wrapped__ = original  # type: ignore[attr-defined]
     return __get__
+
+
+class Watcher:
+    """Watches reads of the descriptors whose paths nothing has read yet, and no others.
+
+    A descriptor is watched by giving it a subclass of its class whose __get__ flags the path
+    it finds in the instance's marks, until every path it was marked with is read (or the test
+    body ends): reads through other relations (fixtures saving objects, rows no eager queryset
+    loaded) and the reads after the first one stay Django's own.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[type, type] = {}
+        # watched descriptor -> (its own class, the paths it was marked with)
+        self.pending: dict[Any, tuple[type, list[EagerPath]]] = {}
+
+    def watch(self, descriptor: Any, path: EagerPath) -> None:
+        found = self.pending.get(descriptor)
+        if found is not None:
+            if path not in found[1]:
+                found[1].append(path)
+            return
+        cls = type(descriptor)
+        sub = self._classes.get(cls)
+        if sub is None:
+            sub = self._classes[cls] = type(cls.__name__, (cls,), {
+                "__slots__": (), "__get__": watching(cls.__get__, self.settle),
+                "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        self.pending[descriptor] = (cls, [path])
+        descriptor.__class__ = sub
+
+    def settle(self, descriptor: Any) -> None:
+        """A path of `descriptor` was read: stop watching it once all of its paths were."""
+        found = self.pending.get(descriptor)
+        if found is not None and all(path.used for path in found[1]):
+            del self.pending[descriptor]
+            descriptor.__class__ = found[0]
+
+    def release(self) -> None:
+        """Give every watched descriptor its own class back."""
+        pending, self.pending = self.pending, {}
+        for descriptor, (cls, _) in pending.items():
+            descriptor.__class__ = cls

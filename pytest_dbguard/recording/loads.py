@@ -34,20 +34,23 @@ def _tag(objects: Any, group: int, with_related: bool) -> None:
         state = getattr(obj, "_state", None)
         if state is None:
             return  # values(), values_list(): no instances to tie lazy loads to
-        setattr(state, ATTR, group)
+        state.dbguard_load = group
         if with_related:
-            _tag_related(state, group, SELECT_RELATED_DEPTH)
+            cache = state.__dict__.get("fields_cache")
+            if cache:
+                _tag_related(cache, group, SELECT_RELATED_DEPTH)
 
 
-def _tag_related(state: Any, group: int, depth: int) -> None:
-    cache = state.__dict__.get("fields_cache")
-    if not cache or depth == 0:
-        return
+def _tag_related(cache: dict[str, Any], group: int, depth: int) -> None:
+    """Tag what select_related put in a fields_cache (not empty), `depth` levels deep."""
     for related in cache.values():
         related_state = getattr(related, "_state", None)
         if related_state is not None and getattr(related_state, ATTR, 0) != group:
-            setattr(related_state, ATTR, group)
-            _tag_related(related_state, group, depth - 1)
+            related_state.dbguard_load = group
+            if depth > 1:
+                deeper = related_state.__dict__.get("fields_cache")
+                if deeper:
+                    _tag_related(deeper, group, depth - 1)
 
 
 def install(hub: Hub) -> Callable[[], None]:
@@ -60,13 +63,21 @@ def install(hub: Hub) -> Callable[[], None]:
     iterator = queryset._iterator
     raw_fetch_all = raw_queryset._fetch_all
 
+    def _tag_after(self: Any) -> None:
+        cache = self._result_cache
+        if cache is not None and len(cache) > 1:
+            _tag(cache, _next_group(), bool(self.query.select_related))
+
     def _fetch_all(self: Any) -> None:
         if self._result_cache is not None or hub.rows is None:
             return fetch_all(self)
         fetch_all(self)
-        cache = self._result_cache
-        if cache is not None and len(cache) > 1:
-            _tag(cache, _next_group(), bool(self.query.select_related))
+        _tag_after(self)
+        return None
+
+    # for the eager-loads probe, which then wraps Django's own _fetch_all and tags itself
+    _fetch_all.dbguard_tag_after = _tag_after  # type: ignore[attr-defined]
+    _fetch_all.__wrapped__ = fetch_all  # type: ignore[attr-defined]
 
     def _iterator(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         # iterator(): rows arrive one chunk at a time, all of them from one query

@@ -19,7 +19,14 @@ from ..events import (
 )
 from ..text import short_sql
 from .known import site_key
-from .nplusone import THRESHOLD_OPTION, plain_groups, site_text, threshold_of, unit_label
+from .nplusone import (
+    THRESHOLD_OPTION,
+    plain_groups,
+    repeats_reach,
+    site_text,
+    threshold_of,
+    unit_label,
+)
 from .registry import PROBE_BODY_UNITS, PROBE_PARAM_KEYS, THREAD_ROUNDS, TestContext, rule
 
 
@@ -31,6 +38,8 @@ def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Findin
     if not phase.rows:
         return []
     threshold = threshold_of(context)
+    if not repeats_reach(phase, threshold):
+        return []
     catalog = phase.catalog
     same: dict[tuple[int, int], list[QueryRow]] = {}
     for (unit, _shape_i, _site_i), rows in plain_groups(phase, reads_only=False):

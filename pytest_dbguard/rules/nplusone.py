@@ -7,8 +7,10 @@ unit and call-site wording, test-code sites, the rows outside lazy loads (plain_
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from ..events import (
     NO_SITE,
@@ -47,6 +49,36 @@ THRESHOLD_OPTION = RuleOption("nplusone_threshold", DEFAULT_THRESHOLD,
 
 def threshold_of(context: TestContext) -> int:
     return int(context.options.get("nplusone_threshold", DEFAULT_THRESHOLD))
+
+
+_shape_of = itemgetter(ROW_SHAPE)
+# (phase, (its row count, threshold), answer) of the last repeats_reach call; the phase is held
+# so that its id cannot be reused
+_last_answer: list[object] = []
+
+
+def repeats_reach(phase: PhaseRecord, threshold: int) -> bool:
+    """Whether some query shape ran at least `threshold` times in the phase.
+
+    Every group the repeated-query rules judge (nplusone, nplusone-loop, duplicate) holds rows
+    of one shape (one statement with its parameters is one SQL text, so one shape too): when
+    no shape reaches the threshold, none of them can fire, and they return before grouping.
+    """
+    rows = phase.rows
+    if len(rows) < threshold:
+        return False
+    if threshold <= 1:
+        return True
+    # the three rules ask in a row about one phase: the answer is kept for the last one
+    last = _last_answer
+    if last and last[0] is phase and last[1] == (len(rows), threshold):
+        return bool(last[2])
+    shapes = list(map(_shape_of, rows))
+    # a shape run c times makes c - 1 of the rows repeats: too few repeats, no shape got there
+    reached = (len(shapes) - len(set(shapes)) >= threshold - 1
+               and max(Counter(shapes).values()) >= threshold)
+    _last_answer[:] = (phase, (len(rows), threshold), reached)
+    return reached
 
 
 def unit_label(phase: PhaseRecord, unit: int) -> str:
@@ -162,6 +194,8 @@ def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding
     if not phase.rows:
         return []
     threshold = threshold_of(context)
+    if not repeats_reach(phase, threshold):
+        return []
     findings = []
     for group in lazy_groups(phase).values():
         if len(group.positions) < threshold:
@@ -262,6 +296,8 @@ def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Fi
     if not phase.rows:
         return []
     threshold = threshold_of(context)
+    if not repeats_reach(phase, threshold):
+        return []
     catalog = phase.catalog
     # one finding per (shape, call site): the same loop run by several units of work (calls
     # of the test body, requests) is one place to fix
