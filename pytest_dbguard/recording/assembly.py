@@ -50,9 +50,6 @@ class Recording:
         self.probes = probes
         self._closers: list[Callable[[], None]] = []
         self._timeouts: Any = None
-        # the test body's code by function: parametrized tests share one, and unwrapping a
-        # decorated function walks its __wrapped__ chain
-        self._body_codes: dict[Any, CodeType | None] = {}
 
     @classmethod
     def assemble(cls, probes: Iterable[str], *, rootdir: str, show_params: bool,
@@ -139,19 +136,9 @@ class Recording:
         """The test function's code when its top-level calls are to be units of work."""
         if PROBE_BODY_UNITS not in self.probes:
             return None
-        key = getattr(test_function, "__func__", test_function)  # a method: its function
-        try:
-            return self._body_codes[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable test object
-            key = None
         from .bodysteps import test_code
 
-        code = test_code(test_function)
-        if key is not None:
-            self._body_codes[key] = code
-        return code
+        return test_code(test_function)
 
     def begin_call(self, recorder: TestRecorder, body_code: CodeType | None,
                    unittest_case: Any) -> Any:
@@ -166,13 +153,13 @@ class Recording:
             return None
         from .bodysteps import BodySteps
 
-        steps = self.hub.body = BodySteps(self.hub, body_code)
+        steps = BodySteps(self.hub, body_code)
+        steps.__enter__()
         return steps
 
     def end_call(self, steps: Any) -> None:
         if steps is not None:
-            self.hub.body = None
-            steps.close()
+            steps.__exit__(None, None, None)
 
     def before_shared_teardown(self) -> None:
         """The test's own fixtures are gone and a shared one (pytest-django's test database)

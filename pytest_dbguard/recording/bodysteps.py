@@ -9,7 +9,6 @@ test client already is.
 from __future__ import annotations
 
 import inspect
-from contextlib import AbstractContextManager, nullcontext
 from types import CodeType, FrameType, TracebackType
 from typing import Any
 
@@ -114,10 +113,3 @@ def test_code(obj: Any) -> CodeType | None:
     result = code if isinstance(code, CodeType) else None
     _codes[id(key)] = (key, result)
     return result
-
-
-def watching(hub: Hub, code: CodeType | None) -> AbstractContextManager[None]:
-    """Give each top-level call of the test body its own unit while the block runs."""
-    if code is None:
-        return nullcontext()
-    return BodySteps(hub, code)
