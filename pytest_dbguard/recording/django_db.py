@@ -53,14 +53,6 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def _param_digest(sql: str, params: Any) -> int:
-    """A digest of the SQL text with its parameters, equal for equal statements in one run."""
-    try:
-        return hash((sql, tuple(params) if type(params) is list else params))
-    except TypeError:  # unhashable parameters (lists for arrays, dicts): compare their text
-        return hash((sql, repr(params)))
-
-
 def make_tap(hub: Hub, alias: str, vendor: str,
              error_listeners: list[Callable[[BaseException, Any, QueryRow], None]] | None = None
              ) -> Any:
@@ -209,7 +201,12 @@ def make_tap(hub: Hub, alias: str, vendor: str,
             if _get_running_loop() is not None:
                 flags |= FLAG_IN_EVENT_LOOP
             if param_keys:
-                flags |= (_param_digest(sql, params) & PARAM_KEY_MASK) << PARAM_KEY_SHIFT
+                # a digest of the SQL text with its parameters, equal for equal statements
+                try:
+                    digest = hash((sql, tuple(params) if type(params) is list else params))
+                except TypeError:  # unhashable parameters (arrays, JSON): compare their text
+                    digest = hash((sql, repr(params)))
+                flags |= (digest & PARAM_KEY_MASK) << PARAM_KEY_SHIFT
             extra: dict[str, Any] | None = None
             if hub.show_params:
                 extra = {"sql": sql, "params": _redact_params(params)}
