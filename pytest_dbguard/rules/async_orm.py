@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from operator import itemgetter
 
-from ..events import FLAG_IN_EVENT_LOOP, NO_SITE, Finding, TestRecord
+from ..events import FLAG_IN_EVENT_LOOP, NO_SITE, ROW_FLAGS, Finding, TestRecord
 from ..text import plural, short_sql
 from .lifecycle import LIFECYCLE_PROBES, lifecycle_facts
 from .registry import TestContext, rule
@@ -14,6 +15,8 @@ HINT_ASYNC = ("in async code use the async ORM (`await Model.objects.aget(...)`,
               "`async for`) or move the sync code into `await sync_to_async(func)()`; a sync "
               "query on the event loop stalls everything else the loop serves, and "
               "DJANGO_ALLOW_ASYNC_UNSAFE only hides the error")
+_FLAGS_OF = itemgetter(ROW_FLAGS)
+_IN_EVENT_LOOP = FLAG_IN_EVENT_LOOP.__and__
 
 
 @rule("async-orm", "fail", "a query ran on a thread with a running event loop",
@@ -24,7 +27,11 @@ def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Findin
     catalog = None
     for phase in ("setup", "call"):
         phase_record = record.phase(phase)
-        for shape_i, site_i, _, _, _, flags, _, _ in phase_record.rows:
+        rows = phase_record.rows
+        # the flags tested in C first: a phase without a query on an event loop is the rule
+        if not rows or not any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows))):
+            continue
+        for shape_i, site_i, _, _, _, flags, _, _ in rows:
             if flags & FLAG_IN_EVENT_LOOP:
                 groups[(site_i, shape_i)] += 1
                 catalog = phase_record.catalog
