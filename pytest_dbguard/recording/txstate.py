@@ -36,20 +36,40 @@ DEFAULT_TEST_FILES = ("test_*.py", "*_test.py", "conftest.py")
 
 def connection_state(wrapper: Any) -> ConnectionState:
     """What one Django connection object says about its transaction, read without SQL."""
+    return ConnectionState(*_state_fields(wrapper))
+
+
+def _state_fields(wrapper: Any) -> tuple[str, str, bool, int, bool, bool, str | None,
+                                         int | None]:
+    """ConnectionState's fields, in order, read from the connection object."""
     raw = wrapper.connection
     blocks = getattr(wrapper, "atomic_blocks", None)
     depth = len(blocks) if blocks is not None else (
         len(wrapper.savepoint_ids) + 1 if wrapper.in_atomic_block else 0)
-    return ConnectionState(
-        alias=wrapper.alias,
-        vendor=wrapper.vendor,
-        open=raw is not None,
-        depth=depth,
-        needs_rollback=bool(wrapper.needs_rollback),
-        autocommit=bool(wrapper.autocommit),
-        driver=driver_status(raw) if raw is not None else None,
-        pid=backend_pid(raw) if raw is not None else None,
-    )
+    if raw is None:
+        return (wrapper.alias, wrapper.vendor, False, depth, bool(wrapper.needs_rollback),
+                bool(wrapper.autocommit), None, None)
+    return (wrapper.alias, wrapper.vendor, True, depth, bool(wrapper.needs_rollback),
+            bool(wrapper.autocommit), driver_status(raw), backend_pid(raw))
+
+
+class _States:
+    """ConnectionStates by their fields: frozen, so one object serves every test whose
+    connection is in the same state (a suite's tests mostly find the same few states)."""
+
+    LIMIT = 512
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Any, ...], ConnectionState] = {}
+
+    def of(self, wrapper: Any) -> ConnectionState:
+        fields = _state_fields(wrapper)
+        state = self._known.get(fields)
+        if state is None:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            state = self._known[fields] = ConnectionState(*fields)
+        return state
 
 
 class CaughtError:
@@ -83,16 +103,18 @@ class LifecycleProbe:
         self.errors: list[CaughtError] = []
         # the test whose other-thread connections were judged (and closed) before teardown ended
         self._frozen: TestRecorder | None = None
+        self._states = _States()
         taps.error_listeners.append(self.note_error)
 
     # -- probe protocol ----------------------------------------------------------------------
     def start_test(self, recorder: TestRecorder) -> None:
         self.test_ident = threading.get_ident()
-        self.errors = []
+        if self.errors:
+            self.errors = []
         if self.exits is not None:
             self.exits.reset()
-        self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
-        self.taps.note_peak(recorder)
+        wrappers = self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
+        self._note_peak(recorder, wrappers)
         recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
                                      "test_ident": self.test_ident}
 
@@ -101,22 +123,24 @@ class LifecycleProbe:
         # set-up) after start_test looked: count it at every phase end so the peak does not
         # depend on which test happened to run first in this process.
         wrappers = self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
-        self.taps.note_peak(recorder)
-        facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
-                                                      "connections": []})
+        self._note_peak(recorder, wrappers)
+        facts = self._facts(recorder)
         if phase != "teardown":
             # open-transaction compares the end of setup with the end of the call; nothing
             # reads the state after teardown, where pytest-django has rolled back anyway
-            facts["txstate"][phase] = [connection_state(conn) for conn in wrappers]
+            state = self._states.of
+            facts["txstate"][phase] = [state(conn) for conn in wrappers]
         if phase == "call":
-            facts["errors"] = self._caught_errors()
+            if self.errors:  # a query failed in the body (the taps told note_error)
+                facts["errors"] = self._caught_errors()
             facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
         if phase == "teardown":
             if self._frozen is not recorder:
                 facts["connections"] = self._other_thread_connections(recorder)
             self._frozen = None
             # the exceptions (and the frames their tracebacks hold) are no longer needed
-            self.errors = []
+            if self.errors:
+                self.errors = []
             if self.exits is not None:
                 self.exits.reset()
 
@@ -125,10 +149,27 @@ class LifecycleProbe:
         is next: judge and close other threads' connections now, while the database exists."""
         if self._frozen is recorder:
             return
-        facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
-                                                      "connections": []})
-        facts["connections"] = self._other_thread_connections(recorder)
+        self._facts(recorder)["connections"] = self._other_thread_connections(recorder)
         self._frozen = recorder
+
+    def _facts(self, recorder: TestRecorder) -> dict[str, Any]:
+        facts: dict[str, Any] | None = recorder.facts.get(self.name)
+        if facts is None:
+            facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
+                                                 "connections": []}
+        return facts
+
+    def _note_peak(self, recorder: TestRecorder, wrappers: list[Any]) -> None:
+        """The peak of open connections (DjangoTaps.note_peak), skipped when it cannot rise:
+        with no connection in the test's ledger, what is open is the test thread's own."""
+        if not recorder.connections:
+            open_now = 0
+            for wrapper in wrappers:
+                if wrapper.connection is not None:
+                    open_now += 1
+            if open_now <= recorder.peak_connections:
+                return
+        self.taps.note_peak(recorder)
 
     # -- errors --------------------------------------------------------------------------------
     def note_error(self, exc: BaseException, wrapper: Any, row: QueryRow) -> None:
@@ -194,6 +235,8 @@ class LifecycleProbe:
     # -- connections ---------------------------------------------------------------------------
     def _other_thread_connections(self, recorder: TestRecorder) -> list[ThreadConnection]:
         """Django connections other threads opened during the test, as they are after teardown."""
+        if not recorder.connections:  # the test opened no connection (the rule in a suite)
+            return []
         tracked = [c for c in recorder.connections
                    if c.kind == "django" and c.wrapper is not None]
         candidates = [c for c in tracked
