@@ -104,7 +104,12 @@ class LifecycleProbe:
         # the test whose other-thread connections were judged (and closed) before teardown ended
         self._frozen: TestRecorder | None = None
         self._states = _States()
+        # Whether a Django connection opened (any thread) since the test thread's connection
+        # objects were last listed, and on which thread that list was taken (see _wrappers)
+        self._opened = True
+        self._listed_on: int | None = None
         taps.error_listeners.append(self.note_error)
+        hub.connection_hooks.append(self._connection_opened)
 
     # -- probe protocol ----------------------------------------------------------------------
     def start_test(self, recorder: TestRecorder) -> None:
@@ -113,7 +118,7 @@ class LifecycleProbe:
             self.errors = []
         if self.exits is not None:
             self.exits.reset()
-        wrappers = self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
+        wrappers = self._wrappers(recorder, fresh=False)
         self._note_peak(recorder, wrappers)
         recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
                                      "test_ident": self.test_ident}
@@ -121,11 +126,16 @@ class LifecycleProbe:
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         # The test thread's connection may have opened during a shared fixture (database
         # set-up) after start_test looked: count it at every phase end so the peak does not
-        # depend on which test happened to run first in this process.
-        wrappers = self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
-        self._note_peak(recorder, wrappers)
+        # depend on which test happened to run first in this process. After teardown only
+        # the peak reads the list: with no connection opened since the end of the call, the
+        # count cannot have risen (see _wrappers).
+        if phase == "teardown" and not self._opened and self._listed_on == self.test_ident:
+            wrappers = None
+        else:
+            wrappers = self._wrappers(recorder, fresh=True)
+            self._note_peak(recorder, wrappers)
         facts = self._facts(recorder)
-        if phase != "teardown":
+        if wrappers is not None and phase != "teardown":
             # open-transaction compares the end of setup with the end of the call; nothing
             # reads the state after teardown, where pytest-django has rolled back anyway
             state = self._states.of
@@ -158,6 +168,26 @@ class LifecycleProbe:
             facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
                                                  "connections": []}
         return facts
+
+    # -- the test thread's connections and the peak of open connections ----------------------
+    def _connection_opened(self, connection: Any) -> None:
+        self._opened = True
+
+    def _wrappers(self, recorder: TestRecorder, fresh: bool) -> list[Any]:
+        """The test thread's Django connection objects (recorder.test_thread_wrappers), also
+        kept in DjangoTaps for the peak counted when a connection opens during the test.
+
+        Only the peak reads them at the start of a test: the list taken when the last test
+        ended serves, unless a connection opened since (each opening sets `_opened` before
+        anyone can see it; an object made without connecting is not open, so it is not
+        counted either way) or the test runs on another thread.
+        """
+        ident = threading.get_ident()
+        if fresh or self._opened or self._listed_on != ident:
+            self._opened = False  # before listing: an opening from now on lists again
+            self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
+            self._listed_on = ident
+        return self.taps.test_thread_wrappers
 
     def _note_peak(self, recorder: TestRecorder, wrappers: list[Any]) -> None:
         """The peak of open connections (DjangoTaps.note_peak), skipped when it cannot rise:
