@@ -47,10 +47,12 @@ class CensusProbe:
         # the aliases that take a census, worked out once per session (see _settings)
         self._settings: list[tuple[Backend, dict[str, Any]]] | None = None
         self._settings_of: Any = None
+        self._connections: Any = None  # django.db.connections, imported on first use
 
     def start_test(self, recorder: TestRecorder) -> None:
         self._since = time.time()
-        self._databases = set()
+        if self._databases:
+            self._databases = set()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         settings = self._census_settings()
@@ -112,8 +114,11 @@ class CensusProbe:
         walk over the aliases (each through asgiref's thread-local storage) runs again only
         when Django's table of database settings is replaced.
         """
-        from django.db import connections
+        connections = self._connections
+        if connections is None:
+            from django.db import connections
 
+            self._connections = connections
         current = connections.settings
         if self._settings is None or self._settings_of is not current:
             self._settings = _census_settings()

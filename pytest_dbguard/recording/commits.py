@@ -37,6 +37,7 @@ class CommitProbe:
         # the facts of an earlier test without commits: frozen, so a test that finds the same
         # connections and no commit shares them
         self._last: CommitFacts | None = None
+        self._last_conns: set[int] = set()
 
     def install(self) -> None:
         from django.db.backends.base.base import BaseDatabaseWrapper
@@ -90,29 +91,31 @@ class CommitProbe:
             return
         # end_phase runs on the test thread: its connections are the test's own
         wrappers = recorder.test_thread_wrappers()
-        hub = self.hub
+        hub, test_conns = self.hub, self.test_conns
         for wrapper in wrappers:
             index = conn_index(hub, wrapper)
             if index is not None:
-                self.test_conns.add(index)
+                test_conns.add(index)
         if phase == "setup":
             # inside atomic when the body begins: the test's changes are rolled back at its end
             rolled_back = [w for w in wrappers if w.in_atomic_block]
-            if rolled_back:
+            if len(rolled_back) == 1:  # pytest-django's `db` on one database
+                self.rolled_back = (rolled_back[0].alias,)
+                self.databases = (str(rolled_back[0].settings_dict.get("NAME") or ""),)
+            elif rolled_back:
                 self.rolled_back = tuple(sorted(w.alias for w in rolled_back))
                 self.databases = tuple(sorted({str(w.settings_dict.get("NAME") or "")
                                                for w in rolled_back}))
             return
-        test_conns = tuple(sorted(self.test_conns))
         last = self._last
-        if (not self.events and last is not None and last.test_conns == test_conns
+        if (not self.events and last is not None and test_conns == self._last_conns
                 and last.rolled_back == self.rolled_back
                 and last.rolled_back_databases == self.databases):
             # what most tests of a suite find: the same connections, no commit noted
             recorder.facts[self.name] = last
             return
-        facts = CommitFacts(test_conns=test_conns, rolled_back=self.rolled_back,
+        facts = CommitFacts(test_conns=tuple(sorted(test_conns)), rolled_back=self.rolled_back,
                             events=tuple(self.events), rolled_back_databases=self.databases)
         if not self.events:
-            self._last = facts
+            self._last, self._last_conns = facts, test_conns
         recorder.facts[self.name] = facts

@@ -11,18 +11,19 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from types import TracebackType
 from typing import Any
 
-from ..events import NO_SITE, QueryRow
-from ..facts import CaughtDbError, ConnectionState, ThreadConnection
+from ..events import FLAG_IN_EVENT_LOOP, NO_SITE, ROW_FLAGS, QueryRow
+from ..facts import CaughtDbError, ThreadConnection
 from ..text import first_line
 from .atomic_exits import AtomicExits
 from .callsite import THIRD_PARTY, USER, FrameClassifier
+from .connstates import States, connection_state
 from .django_db import DjangoTaps
 from .fingerprint import short_sql
 from .ledger import LedgerEntry
-from .psycopg import backend_pid, driver_status
 from .recorder import Hub, TestRecorder
 
 # How long a connection of a still-running thread may take to close after teardown. Django's
@@ -32,44 +33,6 @@ SETTLE_S = 0.5
 _POLL_S = 0.005
 # Whether a caught exception was caught by the test's own code: pytest's default python_files.
 DEFAULT_TEST_FILES = ("test_*.py", "*_test.py", "conftest.py")
-
-
-def connection_state(wrapper: Any) -> ConnectionState:
-    """What one Django connection object says about its transaction, read without SQL."""
-    return ConnectionState(*_state_fields(wrapper))
-
-
-def _state_fields(wrapper: Any) -> tuple[str, str, bool, int, bool, bool, str | None,
-                                         int | None]:
-    """ConnectionState's fields, in order, read from the connection object."""
-    raw = wrapper.connection
-    blocks = getattr(wrapper, "atomic_blocks", None)
-    depth = len(blocks) if blocks is not None else (
-        len(wrapper.savepoint_ids) + 1 if wrapper.in_atomic_block else 0)
-    if raw is None:
-        return (wrapper.alias, wrapper.vendor, False, depth, bool(wrapper.needs_rollback),
-                bool(wrapper.autocommit), None, None)
-    return (wrapper.alias, wrapper.vendor, True, depth, bool(wrapper.needs_rollback),
-            bool(wrapper.autocommit), driver_status(raw), backend_pid(raw))
-
-
-class _States:
-    """ConnectionStates by their fields: frozen, so one object serves every test whose
-    connection is in the same state (a suite's tests mostly find the same few states)."""
-
-    LIMIT = 512
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[Any, ...], ConnectionState] = {}
-
-    def of(self, wrapper: Any) -> ConnectionState:
-        fields = _state_fields(wrapper)
-        state = self._known.get(fields)
-        if state is None:
-            if len(self._known) >= self.LIMIT:
-                self._known.clear()
-            state = self._known[fields] = ConnectionState(*fields)
-        return state
 
 
 class CaughtError:
@@ -103,7 +66,7 @@ class LifecycleProbe:
         self.errors: list[CaughtError] = []
         # the test whose other-thread connections were judged (and closed) before teardown ended
         self._frozen: TestRecorder | None = None
-        self._states = _States()
+        self._states = States()
         # Whether a Django connection opened (any thread) since the test thread's connection
         # objects were last listed, and on which thread that list was taken (see _wrappers)
         self._opened = True
@@ -116,8 +79,9 @@ class LifecycleProbe:
         self.test_ident = threading.get_ident()
         if self.errors:
             self.errors = []
-        if self.exits is not None:
-            self.exits.reset()
+        exits = self.exits
+        if exits is not None and (exits.pending or exits.swallowed):
+            exits.reset()
         wrappers = self._wrappers(recorder, fresh=False)
         self._note_peak(recorder, wrappers)
         recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
@@ -129,45 +93,50 @@ class LifecycleProbe:
         # depend on which test happened to run first in this process. After teardown only
         # the peak reads the list: with no connection opened since the end of the call, the
         # count cannot have risen (see _wrappers).
-        if phase == "teardown" and not self._opened and self._listed_on == self.test_ident:
-            wrappers = None
-        else:
-            wrappers = self._wrappers(recorder, fresh=True)
-            self._note_peak(recorder, wrappers)
-        facts = self._facts(recorder)
-        if wrappers is not None and phase != "teardown":
-            # open-transaction compares the end of setup with the end of the call; nothing
-            # reads the state after teardown, where pytest-django has rolled back anyway
-            state = self._states.of
-            facts["txstate"][phase] = [state(conn) for conn in wrappers]
-        if phase == "call":
-            if self.errors:  # a query failed in the body (the taps told note_error)
-                facts["errors"] = self._caught_errors()
-            facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
+        facts: dict[str, Any] | None = recorder.facts.get(self.name)
+        if facts is None:
+            facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
+                                                 "connections": []}
         if phase == "teardown":
-            if self._frozen is not recorder:
+            if self._opened or self._listed_on != self.test_ident:
+                self._note_peak(recorder, self._wrappers(recorder, fresh=True))
+            if self._frozen is not recorder and recorder.connections:
                 facts["connections"] = self._other_thread_connections(recorder)
             self._frozen = None
             # the exceptions (and the frames their tracebacks hold) are no longer needed
             if self.errors:
                 self.errors = []
-            if self.exits is not None:
-                self.exits.reset()
+            exits = self.exits
+            if exits is not None and (exits.pending or exits.swallowed):
+                exits.reset()
+            return
+        wrappers = self._wrappers(recorder, fresh=True)
+        self._note_peak(recorder, wrappers)
+        # open-transaction compares the end of setup with the end of the call; nothing reads
+        # the state after teardown, where pytest-django has rolled back anyway
+        state = self._states.of
+        facts["txstate"][phase] = [state(conn) for conn in wrappers]
+        if phase == "call":
+            if self.errors:  # a query failed in the body (the taps told note_error)
+                facts["errors"] = self._caught_errors()
+            if _on_event_loop(recorder.phase_rows.get("call")) or _on_event_loop(
+                    recorder.phase_rows.get("setup")):
+                # async-orm reads it when such a query ran, and the environment may change
+                # after the body (a fixture's monkeypatch.setenv is undone at teardown)
+                facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
 
     def before_shared_teardown(self, recorder: TestRecorder) -> None:
         """The test's own fixtures are torn down and a shared one (pytest-django's database)
         is next: judge and close other threads' connections now, while the database exists."""
         if self._frozen is recorder:
             return
-        self._facts(recorder)["connections"] = self._other_thread_connections(recorder)
+        if recorder.connections:
+            facts = recorder.facts.get(self.name)
+            if facts is None:
+                facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
+                                                     "connections": []}
+            facts["connections"] = self._other_thread_connections(recorder)
         self._frozen = recorder
-
-    def _facts(self, recorder: TestRecorder) -> dict[str, Any]:
-        facts: dict[str, Any] | None = recorder.facts.get(self.name)
-        if facts is None:
-            facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
-                                                 "connections": []}
-        return facts
 
     # -- the test thread's connections and the peak of open connections ----------------------
     def _connection_opened(self, connection: Any) -> None:
@@ -294,6 +263,15 @@ class LifecycleProbe:
                 _close_orphan(entry.wrapper)
             entry.wrapper = None
         return out
+
+
+_FLAGS_OF = itemgetter(ROW_FLAGS)
+_IN_EVENT_LOOP = FLAG_IN_EVENT_LOOP.__and__
+
+
+def _on_event_loop(rows: list[QueryRow] | None) -> bool:
+    """Whether a query of these rows ran on a thread with a running event loop (in C)."""
+    return bool(rows) and any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows)))
 
 
 def _settle(candidates: list[LedgerEntry]) -> None:
