@@ -22,15 +22,18 @@ _IN_EVENT_LOOP = FLAG_IN_EVENT_LOOP.__and__
 @rule("async-orm", "fail", "a query ran on a thread with a running event loop",
       probes=LIFECYCLE_PROBES)
 def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    findings = []
-    groups: Counter[tuple[int, int]] = Counter()
+    findings: list[Finding] = []
+    groups: Counter[tuple[int, int]] | None = None
     catalog = None
+    phases = record.phases
     for phase in ("setup", "call"):
-        phase_record = record.phase(phase)
-        rows = phase_record.rows
+        phase_record = phases.get(phase)
+        rows = phase_record.rows if phase_record is not None else ()
         # the flags tested in C first: a phase without a query on an event loop is the rule
         if not rows or not any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows))):
             continue
+        if groups is None:
+            groups = Counter()
         for shape_i, site_i, _, _, _, flags, _, _ in rows:
             if flags & FLAG_IN_EVENT_LOOP:
                 groups[(site_i, shape_i)] += 1
@@ -50,8 +53,8 @@ def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Findin
                         "SynchronousOnlyOperation)")
         findings.append(Finding(rule="async-orm", nodeid=record.nodeid, phase="call",
                                 message=message, hint=HINT_ASYNC, evidence={"lines": lines}))
-    raised = record.facts.get("raised") or {}
-    if "sync_only_site" in raised:
+    raised = record.facts.get("raised")
+    if raised and "sync_only_site" in raised:
         where = raised["sync_only_site"] or "an unknown place"
         findings.append(Finding(
             rule="async-orm", nodeid=record.nodeid, phase="call",

@@ -9,7 +9,6 @@ from ..events import (
     FLAG_ERROR,
     FLAG_IN_ATOMIC,
     NO_SITE,
-    PHASES,
     ROW_CONN,
     ROW_FLAGS,
     ROW_SHAPE,
@@ -46,12 +45,13 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
     facts: CommitFacts | None = record.facts.get(COMMITS)
     if facts is None or not facts.rolled_back:
         return ()
-    own, rolled_back = frozenset(facts.test_conns), frozenset(facts.rolled_back)
+    own = frozenset(facts.test_conns)
     raw: PsycopgFacts | None = record.facts.get(PSYCOPG)
     if (raw is None or not raw.writes) and _only_own(record, own):
         # every query ran on the test's own connections and no raw connection wrote: the
         # common case, decided without walking the rows in Python
         return ()
+    rolled_back = frozenset(facts.rolled_back)
     # per other connection: its writes waiting for a commit, and its open savepoints
     pending: dict[int, list[tuple[str, QueryRow, bool]]] = {}
     marks: dict[int, list[int]] = {}
@@ -123,8 +123,8 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
 
 def _only_own(record: TestRecord, own: frozenset[int]) -> bool:
     """Whether every query of the test ran on one of the test thread's own connections."""
-    for name in PHASES:
-        rows = record.phase(name).rows
+    for phase in record.phases.values():
+        rows = phase.rows
         if rows and not own.issuperset(map(_CONN_OF, rows)):
             return False
     return True
