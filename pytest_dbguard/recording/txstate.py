@@ -271,7 +271,7 @@ _IN_EVENT_LOOP = FLAG_IN_EVENT_LOOP.__and__
 
 def _on_event_loop(rows: list[QueryRow] | None) -> bool:
     """Whether a query of these rows ran on a thread with a running event loop (in C)."""
-    return bool(rows) and any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows)))
+    return rows is not None and any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows)))
 
 
 def _settle(candidates: list[LedgerEntry]) -> None:

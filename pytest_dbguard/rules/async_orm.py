@@ -28,10 +28,11 @@ def check_async_orm(record: TestRecord, context: TestContext) -> Iterable[Findin
     phases = record.phases
     for phase in ("setup", "call"):
         phase_record = phases.get(phase)
-        rows = phase_record.rows if phase_record is not None else ()
         # the flags tested in C first: a phase without a query on an event loop is the rule
-        if not rows or not any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows))):
+        if phase_record is None or not any(map(_IN_EVENT_LOOP, map(_FLAGS_OF,
+                                                                   phase_record.rows))):
             continue
+        rows = phase_record.rows
         if groups is None:
             groups = Counter()
         for shape_i, site_i, _, _, _, flags, _, _ in rows:
