@@ -56,8 +56,10 @@ class AtomicExits:
             self._original = None
 
     def reset(self) -> None:
-        self.pending = {}
-        self.swallowed = {}
+        if self.pending:
+            self.pending = {}
+        if self.swallowed:
+            self.swallowed = {}
 
     def watch(self, exc: BaseException, wrapper: Any) -> None:
         """A query failed on `wrapper`: wait for the exit of the block it failed in."""

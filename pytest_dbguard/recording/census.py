@@ -44,15 +44,23 @@ class CensusProbe:
         self._databases: set[str] = set()
         # socket inodes of this process after the last census (None: not known yet)
         self._sockets: frozenset[int] | None = None
+        # the aliases that take a census, worked out once per session (see _settings)
+        self._settings: list[tuple[Backend, dict[str, Any]]] | None = None
+        self._settings_of: Any = None
+        self._connections: Any = None  # django.db.connections, imported on first use
 
     def start_test(self, recorder: TestRecorder) -> None:
         self._since = time.time()
-        self._databases = set()
+        if self._databases:
+            self._databases = set()
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
-        settings = _census_settings()
+        settings = self._census_settings()
+        if not settings:  # SQLite, or any backend without a census: nothing to do
+            return
+        # every phase: pytest-django renames NAME to the test database during a set-up
         self._databases.update(s["NAME"] for _, s in settings if s.get("NAME"))
-        if phase != "teardown" or not settings or self._failed:
+        if phase != "teardown" or self._failed:
             return
         if self._quiet():
             return
@@ -97,6 +105,25 @@ class CensusProbe:
         if sockets is None or self._sockets is None or not sockets <= self._sockets:
             return False
         return not has_children()
+
+    def _census_settings(self) -> list[tuple[Backend, dict[str, Any]]]:
+        """The aliases whose backend takes a census, with their (live) settings dicts.
+
+        Which backend an alias has never changes in a session, and each settings dict is the
+        one object every connection of the alias shares, so NAME is read fresh from it: the
+        walk over the aliases (each through asgiref's thread-local storage) runs again only
+        when Django's table of database settings is replaced.
+        """
+        connections = self._connections
+        if connections is None:
+            from django.db import connections
+
+            self._connections = connections
+        current = connections.settings
+        if self._settings is None or self._settings_of is not current:
+            self._settings = _census_settings()
+            self._settings_of = current
+        return self._settings
 
     def close(self) -> None:
         if self._conn is not None:
@@ -187,12 +214,13 @@ def open_sockets() -> frozenset[int] | None:
     except OSError:
         return None
     inodes = []
+    fstat, is_socket = os.fstat, stat.S_ISSOCK
     for fd in fds:
         try:
-            st = os.fstat(int(fd))
+            st = fstat(int(fd))
         except (OSError, ValueError):
             continue  # the directory's own descriptor, closed by now
-        if stat.S_ISSOCK(st.st_mode):
+        if is_socket(st.st_mode):
             inodes.append(st.st_ino)
     return frozenset(inodes)
 
@@ -205,9 +233,13 @@ def has_children() -> bool:
         return True
     for tid in tids:
         try:
-            with open(f"/proc/self/task/{tid}/children", "rb") as children:
-                if children.read().strip():
+            # os.open/os.read: no file object per thread (this runs after every test)
+            fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY)
+            try:
+                if os.read(fd, 64).strip():
                     return True
+            finally:
+                os.close(fd)
         except OSError:
             # a thread that ended while we looked is fine; a kernel without the file is not
             if os.path.isdir(f"/proc/self/task/{tid}"):

@@ -26,9 +26,12 @@ from .recorder import Hub, TestRecorder
 APPLICATION_NAME = "pytest-dbguard lock sampler"
 INTERVAL_S = 0.02
 
-# raw psycopg connections and asgiref hand-offs are sampled through the Django aliases that
-# point at PostgreSQL (_django_settings), the one server whose lock waits can be read so far
-_POSTGRESQL = for_vendor("postgresql")
+
+def _postgresql() -> Backend:
+    """Raw psycopg connections and asgiref hand-offs are sampled through the Django aliases
+    that point at PostgreSQL (_django_settings), the one server whose lock waits can be read
+    so far. Loaded on first use: a SQLite run never imports the PostgreSQL backend."""
+    return for_vendor("postgresql")
 
 
 class LockSampler:
@@ -99,7 +102,7 @@ class LockSampler:
         for ref, settings, databases in opened:
             conn = ref()
             if conn is not None and not conn.closed:
-                self._start(_POSTGRESQL, settings, databases)
+                self._start(_postgresql(), settings, databases)
         others = [entry for entry in recorder.connections
                   if entry.kind == "django" and entry.phase == "setup"
                   and entry.vendor == "postgresql" and not entry.shared
@@ -109,7 +112,7 @@ class LockSampler:
                 self.pids[entry.pid] = entry.thread
         found = _django_settings(None) if others else None
         if found is not None:
-            self._start(_POSTGRESQL, found, [found["NAME"]])
+            self._start(_postgresql(), found, [found["NAME"]])
 
     def _name_older_connections(self) -> None:
         """Django connections of other threads opened before the test (asgiref's thread)."""
@@ -164,7 +167,7 @@ class LockSampler:
         if recorder.current_phase == "setup":
             self._raw_in_setup.append((weakref.ref(conn), settings, databases))
         else:
-            self._start(_POSTGRESQL, settings, databases)
+            self._start(_postgresql(), settings, databases)
 
     def _on_handoff(self) -> None:
         """The test hands work to asgiref's thread, whose connection may predate the test."""
@@ -173,7 +176,7 @@ class LockSampler:
             return
         settings = _django_settings(None)
         if settings is not None:
-            self._start(_POSTGRESQL, settings, [settings["NAME"]])
+            self._start(_postgresql(), settings, [settings["NAME"]])
 
     def _start(self, backend: Backend, settings: dict[str, Any], databases: list[str]) -> None:
         if self._thread is not None or self._failed:
@@ -236,13 +239,25 @@ def _django_settings(database: str | None) -> dict[str, Any] | None:
     """The settings of the PostgreSQL alias for `database` (any PostgreSQL alias for None)."""
     from django.db import connections
 
+    table = connections.settings
+    if _WITHOUT_POSTGRESQL[0] is table:
+        return None  # asked at each sync_to_async hand-off: a SQLite run answers at once
     # the configured dicts, which the test database's name replaced: no connection object is
     # made in the calling thread
-    for settings in connections.settings.values():
-        if ("postgresql" in settings.get("ENGINE", "") or "postgis" in settings.get("ENGINE", "")
-                ) and database in (None, settings.get("NAME")):
-            return dict(settings)
+    postgresql = False
+    for settings in table.values():
+        engine = settings.get("ENGINE", "")
+        if "postgresql" in engine or "postgis" in engine:
+            postgresql = True
+            if database in (None, settings.get("NAME")):
+                return dict(settings)
+    if not postgresql:  # an alias's engine never changes: the table is known for good
+        _WITHOUT_POSTGRESQL[0] = table
     return None
+
+
+# Django's table of database settings once it was found to have no PostgreSQL alias
+_WITHOUT_POSTGRESQL: list[Any] = [None]
 
 
 def _connect(backend: Backend, settings: dict[str, Any]) -> Any:

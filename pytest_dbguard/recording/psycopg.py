@@ -42,7 +42,7 @@ from .psycopg_pool import (
     sync_putconn,
     wrap_init,
 )
-from .raw_facts import close_leaked, frozen_facts, raw_closed, running_facts
+from .raw_facts import NO_FACTS, close_leaked, frozen_facts, raw_closed, running_facts
 from .raw_statements import watch as watch_statements
 from .raw_writes import RawWrites
 from .recorder import Hub, TestRecorder
@@ -343,16 +343,31 @@ class PsycopgProbe:
     # -- probe protocol ----------------------------------------------------------------------
     def start_test(self, recorder: TestRecorder) -> None:
         self.ensure_installed()
-        self._test = {}
-        self._statements = {}
-        self.writes.committed = {}
-        self._in_body = set()
+        # what the last test left is emptied (most tests leave nothing: nothing to allocate)
+        if self._test:
+            self._test = {}
+        if self._statements:
+            self._statements = {}
+        if self.writes.committed:
+            self.writes.committed = {}
+        if self._in_body:
+            self._in_body = set()
+
+    def _quiet(self) -> bool:
+        """Nothing to report so far: no raw connection, pool, checkout, refusal, statement or
+        write of the code under test since the test began (each of them notes itself)."""
+        return not (self._test or self._statements or self.writes.committed)
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
-        # pool-exhausted is judged with the call phase: its events are facts from then on
-        recorder.facts[self.name] = running_facts(self._test, self._statements,
-                                                  self.writes.take())
-        if phase != "teardown":
+        if phase == "setup":
+            # no rule is judged before the call phase ends, and the notes accumulate over the
+            # test: the facts of the call phase hold the set-up's events as well
+            return
+        if phase == "call":
+            # pool-exhausted, lock-wait, escaped-write and pgbouncer-unsafe are judged with
+            # the call phase: its events are facts from then on
+            recorder.facts[self.name] = NO_FACTS if self._quiet() else running_facts(
+                self._test, self._statements, self.writes.take())
             return
         if self._frozen is recorder:
             recorder.facts[self.name] = self._frozen_facts
@@ -369,6 +384,9 @@ class PsycopgProbe:
 
     def _freeze(self, recorder: TestRecorder) -> None:
         self.ensure_installed()
+        if self._quiet():
+            recorder.facts[self.name] = NO_FACTS
+            return
         test, self._test = self._test, {}
         recorder.facts[self.name] = frozen_facts(test, self._statements, self.writes.take())
         self._statements = {}

@@ -20,6 +20,8 @@ from .driver import driver_status
 
 # (phase, sql, site, thread, prepared) -> count
 StatementCounts = dict[tuple[str, str, str | None, str, bool], int]
+# the facts of a test whose code under test used no raw connection: one object for the session
+NO_FACTS = PsycopgFacts()
 
 
 def running_facts(test: dict[str, Any], statements: StatementCounts,

@@ -24,14 +24,14 @@ def restore_connections(facts: dict[str, Any]) -> list[str]:
     ends = txstate.get("call")
     if not ends:
         return []
-    from django.db import connections
-
     before = {s.alias: s for s in txstate.get("setup", ())}
     done: list[str] = []
     for end in ends:
         start = before.get(end.alias)
-        if not end.open:
-            continue
+        if not end.open or not _left_open(start.depth if start is not None else 0, end):
+            continue  # decided from the recorded states: the connection object is not needed
+        from django.db import connections
+
         try:
             wrapper = connections[end.alias]
         except Exception:
@@ -50,18 +50,25 @@ def restore_connections(facts: dict[str, Any]) -> list[str]:
     return done
 
 
-def _restore(wrapper: Any, start_depth: int, end: ConnectionState) -> str | None:
+def _left_open(start_depth: int, end: ConnectionState) -> bool:
+    """Whether the body left a transaction that _restore puts back."""
     if start_depth == 0:
-        if not (end.depth or not end.autocommit
-                or end.driver in ("in transaction", "in error")):
-            return None
+        return bool(end.depth or not end.autocommit
+                    or end.driver in ("in transaction", "in error"))
+    return end.depth > start_depth
+
+
+def _restore(wrapper: Any, start_depth: int, end: ConnectionState) -> str | None:
+    if not _left_open(start_depth, end):
+        return None
+    if start_depth == 0:
         _drop_atomic_state(wrapper, 0)
         wrapper.needs_rollback = False
         wrapper.rollback()
         wrapper.set_autocommit(True)
         return "rolled the transaction back, turned autocommit back on and cleared the atomic state"
-    if end.depth <= start_depth:
-        return None  # the enclosing block (pytest-django's) rolls back what it holds
+    # deeper than when the body began (at the same depth, the enclosing block -- pytest-django's
+    # -- rolls back what it holds)
     _drop_atomic_state(wrapper, start_depth)
     # what the abandoned blocks did must not be committed by the enclosing one
     wrapper.needs_rollback = True
@@ -99,6 +106,9 @@ def restore_after_call(facts: dict[str, Any], actions: Mapping[str, str],
                        restoring_rules: Collection[str]) -> None:
     """Once the call phase is recorded: restore the connections when a rule that reports the
     damage is on, and keep what was done in the facts for its finding."""
-    if all(actions.get(rule) in ("off", None) for rule in restoring_rules):
+    for rule in restoring_rules:
+        if actions.get(rule) not in ("off", None):
+            break
+    else:
         return
     facts[FACT] = restore_connections(facts)

@@ -11,18 +11,19 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from types import TracebackType
 from typing import Any
 
-from ..events import NO_SITE, QueryRow
-from ..facts import CaughtDbError, ConnectionState, ThreadConnection
+from ..events import FLAG_IN_EVENT_LOOP, NO_SITE, ROW_FLAGS, QueryRow
+from ..facts import CaughtDbError, ThreadConnection
 from ..text import first_line
 from .atomic_exits import AtomicExits
 from .callsite import THIRD_PARTY, USER, FrameClassifier
+from .connstates import States, connection_state
 from .django_db import DjangoTaps
 from .fingerprint import short_sql
 from .ledger import LedgerEntry
-from .psycopg import backend_pid, driver_status
 from .recorder import Hub, TestRecorder
 
 # How long a connection of a still-running thread may take to close after teardown. Django's
@@ -32,24 +33,6 @@ SETTLE_S = 0.5
 _POLL_S = 0.005
 # Whether a caught exception was caught by the test's own code: pytest's default python_files.
 DEFAULT_TEST_FILES = ("test_*.py", "*_test.py", "conftest.py")
-
-
-def connection_state(wrapper: Any) -> ConnectionState:
-    """What one Django connection object says about its transaction, read without SQL."""
-    raw = wrapper.connection
-    blocks = getattr(wrapper, "atomic_blocks", None)
-    depth = len(blocks) if blocks is not None else (
-        len(wrapper.savepoint_ids) + 1 if wrapper.in_atomic_block else 0)
-    return ConnectionState(
-        alias=wrapper.alias,
-        vendor=wrapper.vendor,
-        open=raw is not None,
-        depth=depth,
-        needs_rollback=bool(wrapper.needs_rollback),
-        autocommit=bool(wrapper.autocommit),
-        driver=driver_status(raw) if raw is not None else None,
-        pid=backend_pid(raw) if raw is not None else None,
-    )
 
 
 class CaughtError:
@@ -83,52 +66,109 @@ class LifecycleProbe:
         self.errors: list[CaughtError] = []
         # the test whose other-thread connections were judged (and closed) before teardown ended
         self._frozen: TestRecorder | None = None
+        self._states = States()
+        # Whether a Django connection opened (any thread) since the test thread's connection
+        # objects were last listed, and on which thread that list was taken (see _wrappers)
+        self._opened = True
+        self._listed_on: int | None = None
         taps.error_listeners.append(self.note_error)
+        hub.connection_hooks.append(self._connection_opened)
 
     # -- probe protocol ----------------------------------------------------------------------
     def start_test(self, recorder: TestRecorder) -> None:
         self.test_ident = threading.get_ident()
-        self.errors = []
-        if self.exits is not None:
-            self.exits.reset()
-        self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
-        self.taps.note_peak(recorder)
+        if self.errors:
+            self.errors = []
+        exits = self.exits
+        if exits is not None and (exits.pending or exits.swallowed):
+            exits.reset()
+        wrappers = self._wrappers(recorder, fresh=False)
+        self._note_peak(recorder, wrappers)
         recorder.facts[self.name] = {"txstate": {}, "errors": [], "connections": [],
                                      "test_ident": self.test_ident}
 
     def end_phase(self, recorder: TestRecorder, phase: str) -> None:
         # The test thread's connection may have opened during a shared fixture (database
         # set-up) after start_test looked: count it at every phase end so the peak does not
-        # depend on which test happened to run first in this process.
-        wrappers = self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
-        self.taps.note_peak(recorder)
-        facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
-                                                      "connections": []})
-        if phase != "teardown":
-            # open-transaction compares the end of setup with the end of the call; nothing
-            # reads the state after teardown, where pytest-django has rolled back anyway
-            facts["txstate"][phase] = [connection_state(conn) for conn in wrappers]
-        if phase == "call":
-            facts["errors"] = self._caught_errors()
-            facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
+        # depend on which test happened to run first in this process. After teardown only
+        # the peak reads the list: with no connection opened since the end of the call, the
+        # count cannot have risen (see _wrappers).
+        facts: dict[str, Any] | None = recorder.facts.get(self.name)
+        if facts is None:
+            facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
+                                                 "connections": []}
         if phase == "teardown":
-            if self._frozen is not recorder:
+            if self._opened or self._listed_on != self.test_ident:
+                self._note_peak(recorder, self._wrappers(recorder, fresh=True))
+            if self._frozen is not recorder and recorder.connections:
                 facts["connections"] = self._other_thread_connections(recorder)
             self._frozen = None
             # the exceptions (and the frames their tracebacks hold) are no longer needed
-            self.errors = []
-            if self.exits is not None:
-                self.exits.reset()
+            if self.errors:
+                self.errors = []
+            exits = self.exits
+            if exits is not None and (exits.pending or exits.swallowed):
+                exits.reset()
+            return
+        wrappers = self._wrappers(recorder, fresh=True)
+        self._note_peak(recorder, wrappers)
+        # open-transaction compares the end of setup with the end of the call; nothing reads
+        # the state after teardown, where pytest-django has rolled back anyway
+        state = self._states.of
+        facts["txstate"][phase] = [state(conn) for conn in wrappers]
+        if phase == "call":
+            if self.errors:  # a query failed in the body (the taps told note_error)
+                facts["errors"] = self._caught_errors()
+            if _on_event_loop(recorder.phase_rows.get("call")) or _on_event_loop(
+                    recorder.phase_rows.get("setup")):
+                # async-orm reads it when such a query ran, and the environment may change
+                # after the body (a fixture's monkeypatch.setenv is undone at teardown)
+                facts["allow_async_unsafe"] = bool(os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"))
 
     def before_shared_teardown(self, recorder: TestRecorder) -> None:
         """The test's own fixtures are torn down and a shared one (pytest-django's database)
         is next: judge and close other threads' connections now, while the database exists."""
         if self._frozen is recorder:
             return
-        facts = recorder.facts.setdefault(self.name, {"txstate": {}, "errors": [],
-                                                      "connections": []})
-        facts["connections"] = self._other_thread_connections(recorder)
+        if recorder.connections:
+            facts = recorder.facts.get(self.name)
+            if facts is None:
+                facts = recorder.facts[self.name] = {"txstate": {}, "errors": [],
+                                                     "connections": []}
+            facts["connections"] = self._other_thread_connections(recorder)
         self._frozen = recorder
+
+    # -- the test thread's connections and the peak of open connections ----------------------
+    def _connection_opened(self, connection: Any) -> None:
+        self._opened = True
+
+    def _wrappers(self, recorder: TestRecorder, fresh: bool) -> list[Any]:
+        """The test thread's Django connection objects (recorder.test_thread_wrappers), also
+        kept in DjangoTaps for the peak counted when a connection opens during the test.
+
+        Only the peak reads them at the start of a test: the list taken when the last test
+        ended serves, unless a connection opened since (each opening sets `_opened` before
+        anyone can see it; an object made without connecting is not open, so it is not
+        counted either way) or the test runs on another thread.
+        """
+        ident = threading.get_ident()
+        if fresh or self._opened or self._listed_on != ident:
+            self._opened = False  # before listing: an opening from now on lists again
+            self.taps.test_thread_wrappers = recorder.test_thread_wrappers()
+            self._listed_on = ident
+        return self.taps.test_thread_wrappers
+
+    def _note_peak(self, recorder: TestRecorder, wrappers: list[Any]) -> None:
+        """The peak of open connections (DjangoTaps.note_peak), skipped when it cannot rise:
+        with no connection in the test's ledger, what is open is the test thread's own."""
+        if not recorder.connections:
+            open_now = 0
+            for wrapper in wrappers:
+                if wrapper.connection is not None:
+                    open_now += 1
+            if open_now <= recorder.peak_connections:
+                return
+        self.taps.note_peak(recorder)
 
     # -- errors --------------------------------------------------------------------------------
     def note_error(self, exc: BaseException, wrapper: Any, row: QueryRow) -> None:
@@ -194,6 +234,8 @@ class LifecycleProbe:
     # -- connections ---------------------------------------------------------------------------
     def _other_thread_connections(self, recorder: TestRecorder) -> list[ThreadConnection]:
         """Django connections other threads opened during the test, as they are after teardown."""
+        if not recorder.connections:  # the test opened no connection (the rule in a suite)
+            return []
         tracked = [c for c in recorder.connections
                    if c.kind == "django" and c.wrapper is not None]
         candidates = [c for c in tracked
@@ -221,6 +263,15 @@ class LifecycleProbe:
                 _close_orphan(entry.wrapper)
             entry.wrapper = None
         return out
+
+
+_FLAGS_OF = itemgetter(ROW_FLAGS)
+_IN_EVENT_LOOP = FLAG_IN_EVENT_LOOP.__and__
+
+
+def _on_event_loop(rows: list[QueryRow] | None) -> bool:
+    """Whether a query of these rows ran on a thread with a running event loop (in C)."""
+    return rows is not None and any(map(_IN_EVENT_LOOP, map(_FLAGS_OF, rows)))
 
 
 def _settle(candidates: list[LedgerEntry]) -> None:

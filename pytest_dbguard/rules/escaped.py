@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 
 from ..events import (
     FLAG_ERROR,
@@ -35,6 +36,7 @@ HINT_ESCAPED_RAW = HINT_ESCAPED + (
 # usually the clean-up of such leaks.
 _JUDGED = ("setup", "call")
 _HOW = {False: "committed at once (autocommit)", True: "committed when its atomic block ended"}
+_CONN_OF = itemgetter(ROW_CONN)
 
 
 @rule("escaped-write", "fail", "a write committed on another connection escapes the test's "
@@ -43,7 +45,13 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
     facts: CommitFacts | None = record.facts.get(COMMITS)
     if facts is None or not facts.rolled_back:
         return ()
-    own, rolled_back = frozenset(facts.test_conns), frozenset(facts.rolled_back)
+    own = frozenset(facts.test_conns)
+    raw: PsycopgFacts | None = record.facts.get(PSYCOPG)
+    if (raw is None or not raw.writes) and _only_own(record, own):
+        # every query ran on the test's own connections and no raw connection wrote: the
+        # common case, decided without walking the rows in Python
+        return ()
+    rolled_back = frozenset(facts.rolled_back)
     # per other connection: its writes waiting for a commit, and its open savepoints
     pending: dict[int, list[tuple[str, QueryRow, bool]]] = {}
     marks: dict[int, list[int]] = {}
@@ -111,6 +119,15 @@ def check_escaped_write(record: TestRecord, context: TestContext) -> Iterable[Fi
         hint=HINT_ESCAPED_RAW if raw_lines else HINT_ESCAPED,
         evidence={"lines": lines, "count": total},
     ),)
+
+
+def _only_own(record: TestRecord, own: frozenset[int]) -> bool:
+    """Whether every query of the test ran on one of the test thread's own connections."""
+    for phase in record.phases.values():
+        rows = phase.rows
+        if rows and not own.issuperset(map(_CONN_OF, rows)):
+            return False
+    return True
 
 
 def _savepoint(verb: str, pending: list[tuple[str, QueryRow, bool]], marks: list[int]) -> None:

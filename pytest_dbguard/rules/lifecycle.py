@@ -78,9 +78,14 @@ def _where(site: str | None, phase: str) -> str:
     return f"opened at {site or 'an unknown place'} during {phase}"
 
 
+# what a test without raw connections or census rows reads (built once, not per test)
+NO_RAW = PsycopgFacts()
+NO_CENSUS = CensusFacts()
+
+
 def _census_states(record: TestRecord) -> dict[int | None, str]:
-    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
-    return {b.pid: b.state for b in census.backends}
+    census: CensusFacts | None = record.facts.get(CENSUS)
+    return {b.pid: b.state for b in census.backends} if census is not None else {}
 
 
 # -- connection-leak ----------------------------------------------------------------------------
@@ -88,6 +93,12 @@ def _census_states(record: TestRecord) -> dict[int | None, str]:
 @rule("connection-leak", "fail", "a connection opened by the test is still open",
       stage="teardown", probes=CENSUS_PROBES)
 def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    thread_connections = _thread_connections(record)
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or NO_RAW
+    census: CensusFacts = record.facts.get(CENSUS) or NO_CENSUS
+    if not (thread_connections or raw.connections or raw.checkouts or raw.pools
+            or census.backends):
+        return ()  # the test opened no connection that could still be open
     states = _census_states(record)
     lines: list[str] = []
     hints: list[str] = []
@@ -97,7 +108,7 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
         if text not in hints:
             hints.append(text)
 
-    for conn in _thread_connections(record):
+    for conn in thread_connections:
         if not conn.open:
             continue
         accounted.add(conn.pid)
@@ -109,7 +120,6 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
         lines.append(f"Django connection '{conn.alias}' ({conn.vendor}) of thread "
                      f"{conn.thread} ({alive}){_pid(conn.pid)}, {state}: {opened}")
         hint(HINT_ASYNC_EXECUTOR if conn.via == "sync_to_async" else HINT_THREAD)
-    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
     for raw_conn in raw.connections:
         if not raw_conn.open:
             continue
@@ -131,7 +141,6 @@ def check_connection_leak(record: TestRecord, context: TestContext) -> Iterable[
             lines.append(f"pool '{pool.name}' {_where(pool.site, pool.phase)} "
                          f"is still open")
             hint(HINT_POOL)
-    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
     for backend in census.backends:
         if backend.known or backend.pid in accounted:
             continue
@@ -169,12 +178,23 @@ def _raw_state(driver: str | None) -> str:
 @rule("open-transaction", "fail", "a connection is left inside a transaction",
       stage="teardown", probes=CENSUS_PROBES, restores_connection=True)
 def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    txstate: dict[str, list[ConnectionState]] = lifecycle_facts(record).get("txstate", {})
+    facts = lifecycle_facts(record)
+    txstate: dict[str, list[ConnectionState]] = facts.get("txstate", {})
+    thread_connections = facts.get("connections", [])
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or NO_RAW
+    census: CensusFacts = record.facts.get(CENSUS) or NO_CENSUS
+    starts, ends = txstate.get("setup", ()), txstate.get("call", ())
+    if ends == starts:
+        # every connection is as it was when the body began (the same states, often the same
+        # objects): no transaction was begun and left by the body
+        ends = ()
+    if not (ends or thread_connections or raw.connections or census.backends):
+        return ()
     states = _census_states(record)
     lines: list[str] = []
     accounted: set[int | None] = set()
-    before = {s.alias: s for s in txstate.get("setup", ())}
-    for end in txstate.get("call", ()):
+    before = {s.alias: s for s in starts}
+    for end in ends:
         if not end.open:
             continue
         start = before.get(end.alias) or ConnectionState(end.alias, end.vendor, open=True,
@@ -198,7 +218,7 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
                             f"outside atomic and never ended")
         for problem in problems:
             lines.append(f"Django connection '{end.alias}' of the test thread: {problem}")
-    for conn in _thread_connections(record):
+    for conn in thread_connections:
         if not conn.open or conn.state is None:
             continue
         state = states.get(conn.pid) or describe_state(conn.state)
@@ -207,7 +227,6 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
             lines.append(f"Django connection '{conn.alias}' of thread {conn.thread}"
                          f"{_pid(conn.pid)} is still open and {state} after teardown: "
                          f"{_where(conn.site, conn.phase)}")
-    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
     for raw_conn in raw.connections:
         if not raw_conn.open:
             continue
@@ -217,7 +236,6 @@ def check_open_transaction(record: TestRecord, context: TestContext) -> Iterable
             lines.append(f"{raw_conn.kind} connection of thread {raw_conn.thread}"
                          f"{_pid(raw_conn.pid)} is still open and {state} after teardown: "
                          f"{_where(raw_conn.site, raw_conn.phase)}")
-    census: CensusFacts = record.facts.get(CENSUS) or CensusFacts()
     for backend in census.backends:
         if backend.pid in accounted or not backend.state.startswith("idle in transaction"):
             continue

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from ..events import Finding, TestRecord
 from ..facts import PSYCOPG, PsycopgFacts
 from ..text import plural
-from .lifecycle import LIFECYCLE_PROBES
+from .lifecycle import LIFECYCLE_PROBES, NO_RAW
 from .registry import RuleOption, TestContext, rule
 
 
@@ -15,8 +15,12 @@ from .registry import RuleOption, TestContext, rule
       probes=LIFECYCLE_PROBES,
       options=(RuleOption("max_connections", None, "--dbguard-max-connections"),))
 def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[Finding]:
+    raw: PsycopgFacts = record.facts.get(PSYCOPG) or NO_RAW
+    limit = context.options.get("max_connections")
+    if not (raw.timeouts or raw.refused) and (limit is None
+                                              or record.peak_connections <= limit):
+        return ()
     findings = []
-    raw: PsycopgFacts = record.facts.get(PSYCOPG) or PsycopgFacts()
     for timeout in raw.timeouts:
         wait = f" after {timeout.timeout:g} s" if timeout.timeout is not None else ""
         size = (f" with all {plural(timeout.max_size, 'connection', 'connections')} "
@@ -41,7 +45,6 @@ def check_pool_exhausted(record: TestRecord, context: TestContext) -> Iterable[F
                  "(or PgBouncer) in front of PostgreSQL; max_connections is a hard limit",
             evidence={"lines": []},
         ))
-    limit = context.options.get("max_connections")
     if limit is not None and record.peak_connections > limit:
         lines = list(record.facts.get("peak_connections", ()))
         findings.append(Finding(

@@ -19,9 +19,11 @@ HINT_SWALLOWED = ("give the statement that may fail its own savepoint so that on
       "transaction left unusable", probes=LIFECYCLE_PROBES, restores_connection=True)
 def check_swallowed_db_error(record: TestRecord, context: TestContext) -> Iterable[Finding]:
     lifecycle = lifecycle_facts(record)
+    errors_seen: list[CaughtDbError] = lifecycle.get("errors", [])
+    if not errors_seen:  # no query failed in the test body: nothing was swallowed
+        return ()
     raised_facts = record.facts.get("raised") or {}
     raised = set(raised_facts.get("exc_ids", ()))
-    errors_seen: list[CaughtDbError] = lifecycle.get("errors", [])
     caught = [e for e in errors_seen if e.caught_by == "code"]
     # an error swallowed inside its block never left it, even when a failure the test ends
     # with names it as its cause (TransactionManagementError is raised `from` it)
