@@ -357,6 +357,27 @@ def bench_memory(tests: int, env: dict[str, str]) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def compile_plugin() -> str:
+    """Write the plugin's bytecode before timing, as installing a wheel does.
+
+    An editable install imports the plugin from this checkout, and where
+    PYTHONDONTWRITEBYTECODE is set (or the checkout is read-only) Python compiles every module
+    from source in every run: that would charge a --dbguard run for compiling the modules only
+    it imports, which no installed copy of the plugin pays.
+    """
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytest_dbguard")
+    if spec is None or not spec.submodule_search_locations:
+        return "bytecode: pytest_dbguard not found"
+    where = list(spec.submodule_search_locations)[0]
+    ok = compileall.compile_dir(where, quiet=1)
+    note = " (PYTHONDONTWRITEBYTECODE is set: runs read it, never write it)" if os.environ.get(
+        "PYTHONDONTWRITEBYTECODE") else ""
+    return f"bytecode: pytest_dbguard compiled {'' if ok else 'with errors '}in place{note}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tests", type=int, default=1600)
@@ -384,6 +405,7 @@ def main() -> None:
         args.memory_tests = min(args.memory_tests, 2000)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
           f"{load()}, python {sys.version.split()[0]}")
+    print(compile_plugin())
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "DBGUARD_", "COV_")) and k != "DATABASE_URL"}
     results = {}

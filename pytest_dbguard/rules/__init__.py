@@ -82,10 +82,11 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
         active = active_rules(registry if registry is not None else builtin_registry(),
                               actions, stage)
     runs = None  # a stressed test's runs of the body, split on first use
+    stressed = STRESS in record.facts
     for spec, action in active:
-        if spec.needs_call_queries and not ran_queries:
+        if not ran_queries and spec.needs_call_queries:
             continue
-        if spec.stress == THREAD_ROUNDS and STRESS in record.facts:
+        if stressed and spec.stress == THREAD_ROUNDS:
             from .threadrounds import judge_thread_rounds, thread_round_records
 
             if runs is None:
@@ -93,6 +94,8 @@ def evaluate(record: TestRecord, context: TestContext, actions: Mapping[str, str
             produced: Iterable[Finding] = judge_thread_rounds(spec, record, context, runs)
         else:
             produced = spec.check(record, context)
+            if not produced:  # the usual answer: an empty list or tuple
+                continue
         for finding in produced:
             reason = allowed.get(spec.id)
             # A check may mark one finding milder than its rule (a deadlock the code retried is
