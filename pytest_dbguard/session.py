@@ -31,17 +31,8 @@ from .results import RunCollector
 from .rules import TestContext, active_rules, evaluate
 from .rules.budget import Budget
 from .rules.shape import QueryTimeout
-from .stress import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_TIMEOUT_S, StressPlan, StressSpec
-from .stress.scope import unstressed_reason
-
-# pytest-django fixtures that give a test real commits, visible to other connections.
-TRANSACTIONAL_FIXTURES = frozenset({"transactional_db", "live_server", "django_db_reset_sequences",
-                                    "django_db_serialized_rollback"})
-STRESS_NEEDS_COMMITS = (
-    "@pytest.mark.stress needs real commits, but this test runs inside pytest-django's wrapping "
-    "transaction (the `db` fixture or @pytest.mark.django_db), which the other threads cannot "
-    "see. Use @pytest.mark.django_db(transaction=True) or the `transactional_db` fixture."
-)
+from .stress import StressPlan, StressSpec
+from .stress.plan import is_unittest, plan_for, transactional
 
 
 @dataclass(slots=True)
@@ -183,46 +174,17 @@ class DbguardSession:
         return state
 
     def _is_unittest(self, item: pytest.Item) -> bool:
-        """_is_unittest, once per parent node (item.cls walks the node chain every time)."""
+        """is_unittest, once per parent node (item.cls walks the node chain every time)."""
         parent = item.parent
         known = self._unittest_parents.get(parent)
         if known is None:
-            known = self._unittest_parents[parent] = _is_unittest(item)
+            known = self._unittest_parents[parent] = is_unittest(item)
         return known
 
     # -- stress mode ------------------------------------------------------------------------
     def stress_plan(self, item: pytest.Item, spec: StressSpec | None) -> StressPlan | None:
         """How this test is stressed in this run, or None; a usage error if it cannot be."""
-        settings = self.settings
-        if not settings.stress:
-            return None
-        transactional = _transactional(item)
-        if spec is None:
-            if settings.stress_scope != "all":
-                return None
-            reason = unstressed_reason(item, transactional)
-            if reason is not None:
-                self.run.stress_ledger.left[item.nodeid] = reason
-                return None
-            if not transactional:
-                return None
-            spec = StressSpec(DEFAULT_THREADS, DEFAULT_ROUNDS, DEFAULT_TIMEOUT_S)
-        if _is_unittest(item):
-            raise markers.MarkerError(
-                "@pytest.mark.stress runs pytest test functions; unittest-style test methods "
-                "(TestCase / TransactionTestCase) cannot be stressed yet. Write the test as a "
-                "function with @pytest.mark.django_db(transaction=True).")
-        if transactional is False:
-            raise markers.MarkerError(STRESS_NEEDS_COMMITS)
-        self.run.stress_ledger.stressed.append(item.nodeid)
-        return StressPlan(
-            threads=settings.stress_threads or spec.threads,
-            rounds=spec.rounds,
-            timeout=settings.stress_timeout or spec.timeout,
-            seed=settings.stress_seed,
-            lock_wait_ms=settings.rule_options["lock_wait_ms"],
-            show_params=settings.show_params,
-        )
+        return plan_for(item, spec, self.settings, self.run.stress_ledger)
 
     def run_stress(self, item: pytest.Function, state: TestState) -> None:
         """Run the test body under stress; thread failures fail the test with their index."""
@@ -231,7 +193,7 @@ class DbguardSession:
         assert state.stress is not None and state.recorder is not None and self.hub is not None
         assert self.recording is not None
         runner = run_stressed(state.stress, item, self.hub, self.recording.body_code,
-                              _transactional(item) is True, state.recorder.facts)
+                              transactional(item) is True, state.recorder.facts)
         if not for_vendor(runner.vendor or "").samples_locks and not self._stress_vendor_noted:
             self._stress_vendor_noted = True
             self.notes.append(f"stress mode: {runner.lock_analysis}.")
@@ -394,29 +356,6 @@ class DbguardSession:
     def write_reports(self) -> None:
         """Every requested report, each on its own, then the baseline (results.py)."""
         self.run.write_outputs()
-
-def _transactional(item: pytest.Item) -> bool | None:
-    """True: real commits (transaction=True); False: pytest-django's wrapping transaction;
-    None: the test declares no database access."""
-    names = set(getattr(item, "fixturenames", ()))
-    if names & TRANSACTIONAL_FIXTURES:
-        return True
-    marker = item.get_closest_marker("django_db")
-    if marker is not None:
-        transaction = marker.kwargs.get("transaction", marker.args[0] if marker.args else False)
-        return bool(transaction or marker.kwargs.get("reset_sequences")
-                    or marker.kwargs.get("serialized_rollback"))
-    if "db" in names:
-        return False
-    return None
-
-
-def _is_unittest(item: pytest.Item) -> bool:
-    import unittest
-
-    cls = getattr(item, "cls", None)
-    return cls is not None and issubclass(cls, unittest.TestCase)
-
 
 def failure_text(findings: list[Finding]) -> str:
     return "\n\n".join(f.render() for f in findings)
