@@ -20,6 +20,7 @@ from . import (
     PROBE_PSYCOPG,
     PROBE_TEMPLATES,
 )
+from .bodysteps import BodySteps, test_code
 from .recorder import Hub, TestRecorder
 
 DJANGO_NOT_CONFIGURED = (
@@ -136,8 +137,6 @@ class Recording:
         """The test function's code when its top-level calls are to be units of work."""
         if PROBE_BODY_UNITS not in self.probes:
             return None
-        from .bodysteps import test_code
-
         return test_code(test_function)
 
     def begin_call(self, recorder: TestRecorder, body_code: CodeType | None,
@@ -151,8 +150,6 @@ class Recording:
             charge_unittest_phases(unittest_case, recorder)
         if body_code is None:
             return None
-        from .bodysteps import BodySteps
-
         steps = BodySteps(self.hub, body_code)
         steps.__enter__()
         return steps

@@ -201,9 +201,8 @@ class TestRecorder:
         read once for every probe (each read goes through asgiref's thread-local storage)."""
         wrappers = self._wrappers
         if wrappers is None:
-            from django.db import connections
-
-            wrappers = self._wrappers = list(connections.all(initialized_only=True))
+            wrappers = self._wrappers = list(
+                _django_connections().all(initialized_only=True))
         return wrappers
 
     def start_phase(self, phase: str) -> None:
@@ -286,6 +285,18 @@ class TestRecorder:
         )
 
 
+def _django_connections() -> Any:
+    """django.db.connections, imported on first use (a function-level import costs a call
+    into the import system every time it runs)."""
+    global _CONNECTIONS
+    if _CONNECTIONS is None:
+        from django.db import connections
+
+        _CONNECTIONS = connections
+    return _CONNECTIONS
+
+
+_CONNECTIONS: Any = None
 SMALL_PHASE = 24  # rows up to which build_phase counts in a Python loop
 _GROUP_KEY = itemgetter(ROW_SHAPE, ROW_SITE, ROW_CONN)
 _CONN_OF = itemgetter(ROW_CONN)
