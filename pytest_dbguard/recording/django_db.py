@@ -118,9 +118,8 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                     _, _, site, query_context, load, user = memo
                 else:
                     # Call site: the loop of callsite.find_user_frame, inlined (one call less
-                    # per query).
-                    # from the code that called the cursor: the two frames below it are Django's
-                    # CursorWrapper.execute and _execute_with_wrappers, never a call site
+                    # per query), from the code that called the cursor: the two frames below it
+                    # are Django's CursorWrapper.execute and _execute_with_wrappers
                     frame: Any = anchor if anchor is not None else caller
                     fallback = None
                     marks = None
@@ -179,11 +178,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                     if marks is not None or watch_templates:
                         query_context, load = resolve_context(marks, user, watch_templates)
                     if (anchor is not None and not awaited
-                            and not anchor.f_code.co_flags & _SUSPENDABLE
-                            and user is not caller and user is not caller.f_back
-                            and frame is not caller and frame is not caller.f_back
-                            and (marks is None or (marks[0] is not caller
-                                                   and marks[0] is not caller.f_back))):
+                            and not anchor.f_code.co_flags & _SUSPENDABLE):
                         # every frame the walk used is the anchor or further out: the same for
                         # the next query from this anchor while it runs (a generator's callers
                         # change between resumptions, so never one of those)

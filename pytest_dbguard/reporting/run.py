@@ -74,10 +74,10 @@ class BaselineRequest:
 
 def conclude(results: RunResults, request: BaselineRequest | None) -> Baseline | None:
     """Judge the run against the baseline and write the run notes; the new baseline on update."""
-    from .. import baseline as baseline_file
-
     new_baseline = None
     if request is not None:
+        from .. import baseline as baseline_file
+
         if request.update:
             new_baseline, results.baseline_update = baseline_file.updated(
                 request.baseline, results.entries, results.sql, request.selected,
