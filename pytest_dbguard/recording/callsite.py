@@ -7,6 +7,7 @@ import os
 import sys
 import sysconfig
 from types import CodeType, FrameType
+from typing import Any
 
 from ..events import NO_CONTEXT, NO_SITE, CallSite, Catalog, QueryContext
 from .framekinds import (
@@ -71,7 +72,9 @@ class FrameClassifier:
         self._pinned: list[CodeType] = []
         # context resolution: the relations lazy loads follow, contexts interned by value
         self.relations = RelationFinder()
-        self._context_index: dict[QueryContext, int] = {NO_CONTEXT: 0}
+        # (relation, operation, bypassed_prefetch, template, template_via, template_function,
+        # suppressed) -> index into catalog.contexts
+        self._context_index: dict[tuple[Any, ...], int] = {_context_key(NO_CONTEXT): 0}
 
     def classify(self, code: CodeType) -> int:
         kind = self._classify(code)
@@ -240,15 +243,19 @@ class FrameClassifier:
         load = 0
         if relation is not None and instance is not None:
             load = getattr(getattr(instance, "_state", None), "dbguard_load", 0)
-        context = QueryContext(relation=relation, operation=operation,
-                               bypassed_prefetch=bypassed, template=template,
-                               template_via=via, template_function=function,
-                               suppressed=suppressed)
-        with self.catalog.lock:
-            found = self._context_index.get(context)
-            if found is None:
-                found = self.catalog.add(self.catalog.contexts, context)
-                self._context_index[context] = found
+        # interned by its fields as a tuple (hashing a frozen dataclass goes through Python);
+        # the lock only for a first sighting, as the tap reads the other tables
+        key = (relation, operation, bypassed, template, via, function, suppressed)
+        found = self._context_index.get(key)
+        if found is None:
+            with self.catalog.lock:
+                found = self._context_index.get(key)
+                if found is None:
+                    found = self.catalog.add(self.catalog.contexts, QueryContext(
+                        relation=relation, operation=operation, bypassed_prefetch=bypassed,
+                        template=template, template_via=via, template_function=function,
+                        suppressed=suppressed))
+                    self._context_index[key] = found
         return found, load
 
     def add_site(self, frame: FrameType) -> int:
@@ -334,3 +341,8 @@ def find_user_frame(classifier: FrameClassifier, frame: FrameType | None) -> tup
     site = classifier.add_site(frame) if frame is not None else NO_SITE
     context = classifier.resolve_context(marks, user, False) if marks is not None else 0
     return site, context
+
+
+def _context_key(context: QueryContext) -> tuple[Any, ...]:
+    return (context.relation, context.operation, context.bypassed_prefetch, context.template,
+            context.template_via, context.template_function, context.suppressed)

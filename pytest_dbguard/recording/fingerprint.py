@@ -100,11 +100,17 @@ class Fingerprinter:
         found = self.by_sql.get(sql)
         if found is not None:
             return found
-        prekey = _LITERAL_RE.sub("?", sql)
-        if _TX_CONTROL_RE.match(prekey):
-            # Django names every savepoint differently (s140234_x12): without this each one
-            # would take the lexer's pass, twice per test under pytest-django
-            prekey = _SAVEPOINT_NAME_RE.sub(r"\1 <name>", prekey)
+        savepoint = _SAVEPOINT_STATEMENT_RE.match(sql)
+        if savepoint is not None:
+            # Django names every savepoint differently (s140234_x12), so each is a new text:
+            # one shape per statement, and the text is not kept (it never comes back, and
+            # by_sql would fill with them)
+            found = self._by_prekey.get(savepoint.group(1).upper())
+            if found is not None:
+                return found
+            prekey = savepoint.group(1).upper()
+        else:
+            prekey = _LITERAL_RE.sub("?", sql)
         found = self._by_prekey.get(prekey)
         shape = make_shape(sql) if found is None else None
         with self.catalog.lock:
@@ -123,6 +129,10 @@ class Fingerprinter:
         return found
 
 
+# SAVEPOINT "name", RELEASE SAVEPOINT "name", ROLLBACK TO SAVEPOINT "name" (as Django sends them)
+_SAVEPOINT_STATEMENT_RE = re.compile(
+    r'\s*(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+TO\s+SAVEPOINT)\s+(?:"[^"]*"|\w+)\s*;?\s*$',
+    re.IGNORECASE)
 _SAVEPOINT_NAME_RE = re.compile(r'(SAVEPOINT)\s+("[^"]*"|\w+)', re.IGNORECASE)
 
 
