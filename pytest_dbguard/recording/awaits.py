@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..events import NO_SITE
-from .callsite import find_user_frame
+from .callsite import find_user_site
 from .recorder import Hub
 
 AWAITED_SITE: ContextVar[int] = ContextVar("dbguard_awaited_site", default=NO_SITE)
@@ -39,7 +39,7 @@ def install(hub: Hub, on_handoff: list[Callable[[], None]]) -> Callable[[], None
             return await original(self, *args, **kwargs)
         for hook in on_handoff:
             hook()
-        site, _ = find_user_frame(classifier, sys._getframe(1))
+        site = find_user_site(classifier, sys._getframe(1))
         token = AWAITED_SITE.set(site)
         try:
             return await original(self, *args, **kwargs)

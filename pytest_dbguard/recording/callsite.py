@@ -22,7 +22,6 @@ from .framekinds import (
     LAZY_FORWARD,
     LAZY_GENERIC_FK,
     LAZY_REVERSE_ONE,
-    MARK,
     QS_EVAL,
     QS_OPERATIONS,
     THIRD_PARTY,
@@ -283,8 +282,12 @@ class FrameClassifier:
 
 
 def find_user_site(classifier: FrameClassifier, frame: FrameType | None) -> int:
-    """find_user_frame's site alone: the same walk, without resolving what Django was doing,
-    and a known site found without the catalog lock (as the database tap does)."""
+    """Walk outwards from `frame` to the first user frame (else the first third-party one) and
+    return its site index; a known site is found without the catalog lock.
+
+    The database tap inlines this loop for speed, and notes what Django was doing around the
+    query on the way; keep the two in step.
+    """
     kinds = classifier.kinds
     fallback: FrameType | None = None
     while frame is not None:
@@ -307,40 +310,6 @@ def find_user_site(classifier: FrameClassifier, frame: FrameType | None) -> int:
     by_offset = classifier.site_index.get(id(frame.f_code))
     site = by_offset.get(frame.f_lasti) if by_offset is not None else None
     return site if site is not None else classifier.add_site(frame)
-
-
-def find_user_frame(classifier: FrameClassifier, frame: FrameType | None) -> tuple[int, int]:
-    """Walk outwards from `frame` to the first user frame: its site index and context index.
-
-    The database tap inlines this loop for speed; keep the two in step.
-    """
-    kinds = classifier.kinds
-    fallback: FrameType | None = None
-    marks: list[FrameType] | None = None
-    while frame is not None:
-        kind = kinds.get(id(frame.f_code))
-        if kind is None:
-            kind = classifier.classify(frame.f_code)
-        if kind == USER:
-            break
-        if kind == THIRD_PARTY:
-            if fallback is None:
-                fallback = frame
-        elif kind >= MARK:
-            if kind == WALK_STOP:  # pytest's loop from here on: no user frame
-                frame = None
-                break
-            if marks is None:
-                marks = [frame]
-            else:
-                marks.append(frame)
-        frame = frame.f_back
-    user = frame
-    if frame is None:
-        frame = fallback
-    site = classifier.add_site(frame) if frame is not None else NO_SITE
-    context = classifier.resolve_context(marks, user, False) if marks is not None else 0
-    return site, context
 
 
 def _context_key(context: QueryContext) -> tuple[Any, ...]:

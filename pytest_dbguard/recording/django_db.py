@@ -25,8 +25,8 @@ from ..events import (
     QueryRow,
 )
 from .awaits import AWAITED_SITE
-from .callsite import MARK, THIRD_PARTY, USER, WALK_STOP, find_user_frame
-from .framekinds import IN_HARNESS
+from .callsite import find_user_site
+from .framekinds import IN_HARNESS, MARK, THIRD_PARTY, USER, WALK_STOP
 from .ledger import LedgerEntry
 from .recorder import SHARED_ROW, Hub, TestRecorder
 
@@ -117,7 +117,7 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 if anchor is not None and anchor is memo[0] and anchor.f_lasti == memo[1]:
                     _, _, site, query_context, load, user = memo
                 else:
-                    # Call site: the loop of callsite.find_user_frame, inlined (one call less
+                    # Call site: the loop of callsite.find_user_site, inlined (one call less
                     # per query), from the code that called the cursor: the two frames below it
                     # are Django's CursorWrapper.execute and _execute_with_wrappers
                     frame: Any = anchor if anchor is not None else caller
@@ -337,7 +337,7 @@ class DjangoTaps:
             return current is None or (raw_ref is not None and current is not raw_ref())
 
         frame = sys._getframe(1)
-        site_i, _ = find_user_frame(self.hub.classifier, frame)
+        site_i = find_user_site(self.hub.classifier, frame)
         thread = threading.current_thread()
         recorder.vendors.add(connection.vendor)
         recorder.connections.append(LedgerEntry(

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..events import NO_SITE, CallSite
 from ..text import first_line
-from .callsite import find_user_frame
+from .callsite import find_user_site
 from .driver import (  # noqa: F401 - re-exported for the probes that read them
     TOO_MANY_CONNECTIONS,
     backend_pid,
@@ -200,7 +200,7 @@ class PsycopgProbe:
         return None
 
     def _call_site(self, frame: Any) -> CallSite | None:
-        site_i, _ = find_user_frame(self.hub.classifier, frame)
+        site_i = find_user_site(self.hub.classifier, frame)
         return self.hub.catalog.sites[site_i] if site_i != NO_SITE else None
 
     def _site(self, frame: Any) -> str | None:
