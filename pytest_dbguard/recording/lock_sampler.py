@@ -225,14 +225,26 @@ class LockSampler:
             entry = self._waits[(pid, fingerprint)] = {
                 "pid": pid, "sql": fingerprint, "wait_ms": wait_ms, "blockers": {}}
         entry["wait_ms"] = max(entry["wait_ms"], wait_ms)
-        entry["blockers"][blocker_pid] = {"pid": blocker_pid, "state": state,
-                                          "sql": self._fingerprint(blocker_sql)}
+        blockers = entry["blockers"]
+        if blocker_pid in blockers and self._releasing(blocker_sql):
+            # The last sample of a wait can catch the holder committing, the very statement
+            # that ends the wait ("active, last statement: COMMIT"): what it was doing while
+            # it held the lock, seen by an earlier sample, says more.
+            return
+        blockers[blocker_pid] = {"pid": blocker_pid, "state": state,
+                                 "sql": self._fingerprint(blocker_sql)}
 
     def _fingerprint(self, sql: str | None) -> str:
         if not sql:
             return ""
         fingerprinter = self.hub.fingerprinter
         return self.hub.catalog.shapes[fingerprinter.index_of(sql)].fingerprint
+
+    def _releasing(self, sql: str | None) -> bool:
+        """Whether a statement is transaction control (COMMIT, ROLLBACK, RELEASE...)."""
+        if not sql:
+            return False
+        return self.hub.catalog.shapes[self.hub.fingerprinter.index_of(sql)].is_transaction_control
 
 
 def _django_settings(database: str | None) -> dict[str, Any] | None:

@@ -104,3 +104,35 @@ def test_slow_after_a_short_wait_or_without_one_is_slow_query():
     # another statement's wait does not excuse this one
     other = wait(900, sql='DELETE FROM "shop_author" WHERE "shop_author"."id" = %s')
     assert slow_findings(900, other) == ["shop/views.py:30"]
+
+
+def _sampler():
+    from pytest_dbguard.recording.lock_sampler import LockSampler
+    from pytest_dbguard.recording.recorder import Hub
+
+    return LockSampler(Hub())
+
+
+def test_a_sample_catching_the_holder_commit_keeps_what_it_did_while_holding():
+    """The last sample of a wait can land while the holder commits (the statement that ends
+    the wait): the blocker stays described as it was while it held the lock."""
+    sampler = _sampler()
+    sampler._note(10, UPDATE, 300.0, 11, "idle in transaction", LOCK)
+    sampler._note(10, UPDATE, 1000.0, 11, "active", "COMMIT")
+    [entry] = sampler._waits.values()
+    assert entry["wait_ms"] == 1000.0
+    assert entry["blockers"][11]["state"] == "idle in transaction"
+    assert entry["blockers"][11]["sql"].endswith("FOR UPDATE")
+
+
+def test_a_holder_that_moves_on_to_another_statement_is_described_by_it():
+    """Near miss: a later sample with a real statement (not the release) replaces the first."""
+    sampler = _sampler()
+    sampler._note(10, UPDATE, 300.0, 11, "idle in transaction", LOCK)
+    sampler._note(10, UPDATE, 600.0, 11, "active", 'UPDATE "shop_book" SET "title" = %s')
+    [entry] = sampler._waits.values()
+    assert entry["blockers"][11]["state"] == "active"
+    assert entry["blockers"][11]["sql"].startswith("UPDATE")
+    # a holder first seen committing is still described (nothing better was seen)
+    sampler._note(12, UPDATE, 250.0, 13, "active", "COMMIT")
+    assert sampler._waits[(12, entry["sql"])]["blockers"][13]["sql"] == "COMMIT"
