@@ -22,9 +22,8 @@ from .known import site_key
 from .nplusone import (
     THRESHOLD_OPTION,
     plain_groups,
-    repeats_reach,
+    repeated_call_phase,
     site_text,
-    threshold_of,
     unit_label,
 )
 from .registry import PROBE_BODY_UNITS, PROBE_PARAM_KEYS, THREAD_ROUNDS, TestContext, rule
@@ -34,12 +33,10 @@ from .registry import PROBE_BODY_UNITS, PROBE_PARAM_KEYS, THREAD_ROUNDS, TestCon
       options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_PARAM_KEYS, PROBE_BODY_UNITS}),
       stress=THREAD_ROUNDS, needs_call_queries=True)
 def check_duplicate(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    phase = record.phase("call")
-    if not phase.rows:
+    reached = repeated_call_phase(record, context)
+    if reached is None:
         return []
-    threshold = threshold_of(context)
-    if not repeats_reach(phase, threshold):
-        return []
+    phase, threshold = reached
     catalog = phase.catalog
     same: dict[tuple[int, int], list[QueryRow]] = {}
     for (unit, _shape_i, _site_i), rows in plain_groups(phase, reads_only=False):

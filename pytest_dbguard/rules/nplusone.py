@@ -81,6 +81,19 @@ def repeats_reach(phase: PhaseRecord, threshold: int) -> bool:
     return reached
 
 
+def repeated_call_phase(record: TestRecord, context: TestContext
+                        ) -> tuple[PhaseRecord, int] | None:
+    """The call phase and the threshold when some query shape reached it there, else None:
+    the common start of the repeated-query rules."""
+    phase = record.phase("call")
+    if not phase.rows:
+        return None
+    threshold = threshold_of(context)
+    if not repeats_reach(phase, threshold):
+        return None
+    return phase, threshold
+
+
 def unit_label(phase: PhaseRecord, unit: int) -> str:
     return f"request {phase.units[unit]}" if unit and unit in phase.units else "the test body"
 
@@ -190,12 +203,10 @@ def fix_for(relation: Relation, field_name: str, context: QueryContext) -> str:
       options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_LOAD_GROUPS, PROBE_BODY_UNITS}),
       stress=THREAD_ROUNDS, needs_call_queries=True)
 def check_nplusone(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    phase = record.phase("call")
-    if not phase.rows:
+    reached = repeated_call_phase(record, context)
+    if reached is None:
         return []
-    threshold = threshold_of(context)
-    if not repeats_reach(phase, threshold):
-        return []
+    phase, threshold = reached
     findings = []
     for group in lazy_groups(phase).values():
         if len(group.positions) < threshold:
@@ -292,12 +303,10 @@ def plain_groups(phase: PhaseRecord, reads_only: bool
       options=(THRESHOLD_OPTION,), probes=frozenset({PROBE_BODY_UNITS}), stress=THREAD_ROUNDS,
       needs_call_queries=True)
 def check_nplusone_loop(record: TestRecord, context: TestContext) -> Iterable[Finding]:
-    phase = record.phase("call")
-    if not phase.rows:
+    reached = repeated_call_phase(record, context)
+    if reached is None:
         return []
-    threshold = threshold_of(context)
-    if not repeats_reach(phase, threshold):
-        return []
+    phase, threshold = reached
     catalog = phase.catalog
     # one finding per (shape, call site): the same loop run by several units of work (calls
     # of the test body, requests) is one place to fix
