@@ -75,6 +75,11 @@ if TYPE_CHECKING:
 
 BACKENDS = ("sqlite", "postgres")
 RUN_TIMEOUT_S = 180.0
+# For runs whose reports are compared with another run's: slow-query judges wall time, which on
+# a loaded CI machine (coverage tracing, the other xdist worker's PostgreSQL load) now and then
+# passes the 100 ms default for one query in one of the runs. Timing is not what those tests are
+# about; the slow-query tests set their own threshold.
+NO_SLOW_QUERY = ("--dbguard-slow-ms", "600000")
 
 # Variables of the outer run that must not leak into the project's pytest process.
 SCRUBBED_ENV = (

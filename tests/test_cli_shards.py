@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.djproject import NO_SLOW_QUERY
+
+# every run of this module: its reports are compared across runs
+DBGUARD = ("--dbguard", *NO_SLOW_QUERY)
+
 # A small shop suite in three modules: N+1 through a view, a budget, repeated lookups, an
 # allowed finding, parametrized and skipped tests, a module-scoped fixture, clean tests.
 CONFTEST = """
@@ -127,7 +132,7 @@ def run_shards(djproject: Any, split: str, workers: str | None) -> list[str]:
         selection = (["--splits", "3", "--group", str(group)] if split == "pytest-split"
                      else ["-k", K_SPLITS[group - 1]])
         parallel = ["-n", workers] if workers else []
-        result = djproject.run("--dbguard", "--dbguard-json", name, *selection, *parallel)
+        result = djproject.run(*DBGUARD, "--dbguard-json", name, *selection, *parallel)
         assert result.ret in (0, 1), result.stdout.str()
         names.append(name)
     # every test ran in exactly one shard, and no shard was empty
@@ -182,13 +187,13 @@ def shared(markdown: str) -> str:
 def test_three_shards_combine_to_the_unsharded_reports(djproject, split, workers):
     write_suite(djproject)
     root = djproject.path
-    full = djproject.run("--dbguard", "--dbguard-json", "full.json", "--dbguard-md", "full.md",
+    full = djproject.run(*DBGUARD, "--dbguard-json", "full.json", "--dbguard-md", "full.md",
                          "--dbguard-sarif", "full.sarif", "--dbguard-baseline", "base.json",
                          "--dbguard-baseline-update")
     full.assert_outcomes(**SHARD_OUTCOMES)
     (root / "base.json").rename(root / "full-base.json")
     # the unsharded JSON without the baseline, to compare with the plain combined one
-    djproject.run("--dbguard", "--dbguard-json", "plain.json").assert_outcomes(**SHARD_OUTCOMES)
+    djproject.run(*DBGUARD, "--dbguard-json", "plain.json").assert_outcomes(**SHARD_OUTCOMES)
 
     shards = run_shards(djproject, split, workers)
     combined = dbguard_cli(root, "combine", *shards, "-o", "merged.json")
@@ -225,9 +230,9 @@ def test_three_shards_combine_to_the_unsharded_reports(djproject, split, workers
 def test_one_grown_test_in_one_shard_fails_exactly_that_test(djproject, backend):
     write_suite(djproject)
     root = djproject.path
-    djproject.run("--dbguard", "--dbguard-baseline", "base.json", "--dbguard-baseline-update")
+    djproject.run(*DBGUARD, "--dbguard-baseline", "base.json", "--dbguard-baseline-update")
     write_suite(djproject, grown=True)
-    full = djproject.run("--dbguard", "--dbguard-baseline", "base.json", "--dbguard-json",
+    full = djproject.run(*DBGUARD, "--dbguard-baseline", "base.json", "--dbguard-json",
                          "full.json", "--dbguard-md", "full.md", "--dbguard-sarif", "full.sarif",
                          "--dbguard-html", "full.html")
     # the N+1s are known to the findings baseline: only the budget and the regression fail

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.djproject import NO_SLOW_QUERY
+
 MODULE_A = """
 import pytest
 from shop.models import Author, Book
@@ -83,9 +85,9 @@ def write_suite(djproject, growth: int) -> None:
 def test_reports_with_two_workers_equal_a_single_process_run(djproject, backend):
     write_suite(djproject, growth=1)
     path = djproject.path
-    djproject.run("--dbguard-baseline", "base-n0.json", "--dbguard-baseline-update",
+    djproject.run(*NO_SLOW_QUERY, "--dbguard-baseline", "base-n0.json", "--dbguard-baseline-update",
                   "-p", "no:randomly").assert_outcomes(passed=7, failed=1)
-    djproject.run("-n", "2", "--dbguard-baseline", "base-n2.json",
+    djproject.run("-n", "2", *NO_SLOW_QUERY, "--dbguard-baseline", "base-n2.json",
                   "--dbguard-baseline-update").assert_outcomes(passed=7, failed=1)
     assert (path / "base-n0.json").read_bytes() == (path / "base-n2.json").read_bytes()
 
@@ -93,7 +95,7 @@ def test_reports_with_two_workers_equal_a_single_process_run(djproject, backend)
     outputs = {}
     for workers in ("0", "2"):
         result = djproject.run(
-            "-n", workers, "--dbguard", "--dbguard-baseline", "base-n0.json",
+            "-n", workers, "--dbguard", *NO_SLOW_QUERY, "--dbguard-baseline", "base-n0.json",
             "--dbguard-json", f"n{workers}.json", "--dbguard-sarif", f"n{workers}.sarif",
             "--dbguard-md", f"n{workers}.md", "--dbguard-html", f"n{workers}.html")
         result.assert_outcomes(passed=6, failed=2)
