@@ -9,95 +9,117 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import paths
-from .rules import ACTIONS, RuleRegistry, builtin_registry
+from . import defaults, paths
 
-if TYPE_CHECKING:  # loaded only when a baseline option is given
-    from . import baseline as baseline_file
+if TYPE_CHECKING:
+    from . import baseline as baseline_file  # loaded only when a baseline option is given
+    from .rules import RuleRegistry  # loaded once a run uses dbguard (every rule module)
     from .rules.regression import Tolerance
 
 
 GROUP = "dbguard"
+# dest -> default of every command-line option add_options adds (asks_for_dbguard reads it)
+_OPTION_DEFAULTS: dict[str, Any] = {}
 
 
 def add_options(parser: pytest.Parser) -> None:
-    # the rules own their options' defaults; the help text quotes them
-    defaults = builtin_registry().option_defaults()
+    # quoted from defaults.py, which the rules declare their options with: every run of a
+    # project with dbguard installed adds these options, and must not import the rules for it
     group = parser.getgroup(GROUP, "pytest-dbguard: database anti-pattern checks")
-    group.addoption("--dbguard", action="store_true", default=None,
-                    help="Turn on dbguard's suite-wide rules for every test (ini: dbguard = true).")
-    group.addoption("--dbguard-rule", action="append", default=[], metavar="ID=ACTION",
-                    help="Set a rule's action: fail, warn or off. Repeatable; beats the ini "
-                         "key dbguard_rules.")
-    group.addoption("--dbguard-max-queries", type=int, default=None, metavar="N",
-                    help="With --dbguard: fail any test whose call phase runs more than N "
-                         "queries (a query_budget marker on the test wins).")
-    group.addoption("--dbguard-max-connections", type=int, default=None, metavar="N",
-                    help="With --dbguard: report pool-exhausted when more than N database "
-                         "connections are open at once during a test.")
-    group.addoption("--dbguard-json", default=None, metavar="PATH",
-                    help="Write the per-test report as JSON (schema pytest-dbguard/1).")
-    group.addoption("--dbguard-verbose", action="store_true", default=False,
-                    help="List every warning in the terminal summary (as -v does); by "
-                         "default it shows the top few per rule.")
-    group.addoption("--dbguard-show-params", action="store_true", default=False,
-                    help="Keep query parameters and raw SQL in reports (redacted by default).")
-    group.addoption("--dbguard-baseline", default=None, metavar="PATH",
-                    help="Compare each test's call-phase queries with this baseline file "
-                         "(schema pytest-dbguard-baseline/1); growth fails under rule "
-                         "regression. Records every test.")
-    group.addoption("--dbguard-baseline-update", action="store_true", default=False,
-                    help="Write this run's counts into the --dbguard-baseline file instead of "
-                         "comparing (tests not run keep their entries).")
-    group.addoption("--dbguard-baseline-tolerance", default="0", metavar="N|P%",
-                    help="Extra call-phase queries a test may run over its baseline: N queries "
-                         "or P percent of the baseline count (default 0).")
-    group.addoption("--dbguard-baseline-prune", action="store_true", default=False,
-                    help="With --dbguard-baseline-update: drop entries of tests this run did "
-                         "not select (use with a full run).")
-    group.addoption("--dbguard-md", default=None, metavar="PATH",
-                    help="Write a Markdown summary (works with $GITHUB_STEP_SUMMARY).")
-    group.addoption("--dbguard-html", default=None, metavar="PATH",
-                    help="Write a self-contained HTML report (sortable table, charts).")
-    group.addoption("--dbguard-sarif", default=None, metavar="PATH",
-                    help="Write findings as SARIF 2.1.0 for code scanning.")
-    group.addoption("--dbguard-nplusone-threshold", type=int, default=None, metavar="N",
-                    help="Repeats of one query shape in one unit of work (the test body or one "
-                         "request) that make an N+1, a loop or a duplicate (default "
-                         f"{defaults['nplusone_threshold']}).")
-    group.addoption("--dbguard-slow-ms", type=float, default=None, metavar="MS",
-                    help="slow-query: report any query taking at least MS milliseconds "
-                         f"(default {defaults['slow_ms']:g}).")
-    group.addoption("--dbguard-query-timeout-ms", type=int, default=None, metavar="MS",
-                    help="Cancel any query of a test running longer than MS milliseconds "
-                         "(PostgreSQL statement_timeout and lock_timeout, SQLite progress "
-                         "handler); a query_timeout marker on the test wins.")
-    group.addoption("--dbguard-explain", action="store_true", default=False,
-                    help="PostgreSQL: EXPLAIN each distinct query shape once per session and "
-                         "report sequential scans with a filter (turns on missing-index).")
-    group.addoption("--dbguard-readonly-alias", action="append", default=[], metavar="ALIAS",
-                    help="A database alias that must never be written to (replica-write; "
-                         "repeatable, turns the rule on).")
-    group.addoption("--dbguard-stress", nargs="?", const="", default=None, metavar="N",
-                    help="Run stress-marked tests' bodies in parallel threads (N overrides the "
-                         "marker's thread count). Write --dbguard-stress=N when a path follows.")
-    group.addoption("--dbguard-stress-scope", choices=STRESS_SCOPES, default="marked",
-                    help="marked: only @pytest.mark.stress tests (default); all: also every "
-                         "transactional database test.")
-    group.addoption("--dbguard-stress-timeout", type=float, default=None, metavar="S",
-                    help="Seconds a stress round may take before it is cancelled as a hang "
-                         "(overrides the marker's timeout).")
-    group.addoption("--dbguard-stress-seed", type=int, default=None, metavar="SEED",
-                    help="Repeat a stress run: the seed printed in the header.")
-    group.addoption("--dbguard-lock-wait-ms", type=int, default=None, metavar="MS",
-                    help="lock-wait rule: a statement blocked this long by another thread is "
-                         f"reported (default {defaults['lock_wait_ms']}).")
+
+    def add(name: str, **kwargs: Any) -> None:
+        _OPTION_DEFAULTS[name[2:].replace("-", "_")] = kwargs.get("default")
+        group.addoption(name, **kwargs)
+
+    add("--dbguard", action="store_true", default=None,
+        help="Turn on dbguard's suite-wide rules for every test (ini: dbguard = true).")
+    add("--dbguard-rule", action="append", default=[], metavar="ID=ACTION",
+        help="Set a rule's action: fail, warn or off. Repeatable; beats the ini "
+             "key dbguard_rules.")
+    add("--dbguard-max-queries", type=int, default=None, metavar="N",
+        help="With --dbguard: fail any test whose call phase runs more than N "
+             "queries (a query_budget marker on the test wins).")
+    add("--dbguard-max-connections", type=int, default=None, metavar="N",
+        help="With --dbguard: report pool-exhausted when more than N database "
+             "connections are open at once during a test.")
+    add("--dbguard-json", default=None, metavar="PATH",
+        help="Write the per-test report as JSON (schema pytest-dbguard/1).")
+    add("--dbguard-verbose", action="store_true", default=False,
+        help="List every warning in the terminal summary (as -v does); by "
+             "default it shows the top few per rule.")
+    add("--dbguard-show-params", action="store_true", default=False,
+        help="Keep query parameters and raw SQL in reports (redacted by default).")
+    add("--dbguard-baseline", default=None, metavar="PATH",
+        help="Compare each test's call-phase queries with this baseline file "
+             "(schema pytest-dbguard-baseline/1); growth fails under rule "
+             "regression. Records every test.")
+    add("--dbguard-baseline-update", action="store_true", default=False,
+        help="Write this run's counts into the --dbguard-baseline file instead of "
+             "comparing (tests not run keep their entries).")
+    add("--dbguard-baseline-tolerance", default="0", metavar="N|P%",
+        help="Extra call-phase queries a test may run over its baseline: N queries "
+             "or P percent of the baseline count (default 0).")
+    add("--dbguard-baseline-prune", action="store_true", default=False,
+        help="With --dbguard-baseline-update: drop entries of tests this run did "
+             "not select (use with a full run).")
+    add("--dbguard-md", default=None, metavar="PATH",
+        help="Write a Markdown summary (works with $GITHUB_STEP_SUMMARY).")
+    add("--dbguard-html", default=None, metavar="PATH",
+        help="Write a self-contained HTML report (sortable table, charts).")
+    add("--dbguard-sarif", default=None, metavar="PATH",
+        help="Write findings as SARIF 2.1.0 for code scanning.")
+    add("--dbguard-nplusone-threshold", type=int, default=None, metavar="N",
+        help="Repeats of one query shape in one unit of work (the test body or one "
+             "request) that make an N+1, a loop or a duplicate (default "
+             f"{defaults.NPLUSONE_THRESHOLD}).")
+    add("--dbguard-slow-ms", type=float, default=None, metavar="MS",
+        help="slow-query: report any query taking at least MS milliseconds "
+             f"(default {defaults.SLOW_MS:g}).")
+    add("--dbguard-query-timeout-ms", type=int, default=None, metavar="MS",
+        help="Cancel any query of a test running longer than MS milliseconds "
+             "(PostgreSQL statement_timeout and lock_timeout, SQLite progress "
+             "handler); a query_timeout marker on the test wins.")
+    add("--dbguard-explain", action="store_true", default=False,
+        help="PostgreSQL: EXPLAIN each distinct query shape once per session and "
+             "report sequential scans with a filter (turns on missing-index).")
+    add("--dbguard-readonly-alias", action="append", default=[], metavar="ALIAS",
+        help="A database alias that must never be written to (replica-write; "
+             "repeatable, turns the rule on).")
+    add("--dbguard-stress", nargs="?", const="", default=None, metavar="N",
+        help="Run stress-marked tests' bodies in parallel threads (N overrides the "
+             "marker's thread count). Write --dbguard-stress=N when a path follows.")
+    add("--dbguard-stress-scope", choices=STRESS_SCOPES, default="marked",
+        help="marked: only @pytest.mark.stress tests (default); all: also every "
+             "transactional database test.")
+    add("--dbguard-stress-timeout", type=float, default=None, metavar="S",
+        help="Seconds a stress round may take before it is cancelled as a hang "
+             "(overrides the marker's timeout).")
+    add("--dbguard-stress-seed", type=int, default=None, metavar="SEED",
+        help="Repeat a stress run: the seed printed in the header.")
+    add("--dbguard-lock-wait-ms", type=int, default=None, metavar="MS",
+        help="lock-wait rule: a statement blocked this long by another thread is "
+             f"reported (default {defaults.LOCK_WAIT_MS}).")
     parser.addini("dbguard", type="bool", default=False,
                   help="Turn on dbguard's suite-wide rules (same as --dbguard).")
     parser.addini("dbguard_rules", type="linelist", default=[],
                   help="ID=ACTION settings of rule actions (fail, warn, off), one per line "
                        "or separated by commas; custom rules too.")
     paths.add_inis(parser)
+
+
+def asks_for_dbguard(config: pytest.Config) -> bool:
+    """Whether the command line or the ini file sets anything of dbguard's.
+
+    A run that sets nothing (a project with dbguard installed, not using it) has nothing to
+    check before its tests start: its settings are worked out when a test first uses a dbguard
+    marker or the fixture, so that such a run imports no rule.
+    """
+    for dest, default in _OPTION_DEFAULTS.items():
+        if config.getoption(dest, default) != default:
+            return True
+    return (_ini_flag(config, "dbguard") or bool(config.getini("dbguard_rules"))
+            or any(str(config.getini(ini) or "").strip()
+                   for ini, _ in paths.PATH_OPTIONS.values()))
 
 
 STRESS_SCOPES = ("marked", "all")
@@ -109,7 +131,7 @@ STRESS_SEED_ENV = "PYTEST_DBGUARD_STRESS_SEED"
 class Settings:
     enabled: bool = False
     # the run's rules (built-in and registered by the project) and explicit actions by rule id
-    rules: RuleRegistry = field(default_factory=builtin_registry)
+    rules: RuleRegistry = field(default_factory=lambda: _builtin_registry())
     actions: dict[str, str] = field(default_factory=dict)
     # every rule option (RuleOption.name -> value), defaults from the rules' declarations
     rule_options: dict[str, Any] = field(default_factory=dict)
@@ -158,7 +180,17 @@ class Settings:
                     or self.query_timeout_ms)
 
 
+def _builtin_registry() -> RuleRegistry:
+    from .rules import builtin_registry
+
+    return builtin_registry()
+
+
 def _parse_rule_lines(lines: list[str], source: str, rules: RuleRegistry) -> dict[str, str]:
+    if not lines:
+        return {}
+    from .rules import ACTIONS
+
     actions: dict[str, str] = {}
     valid_ids = ", ".join(rules.ids())
     # one per line, or several on a line separated by commas (`nplusone=warn, budget=off`)
@@ -299,7 +331,7 @@ def _stress_seed(config: pytest.Config) -> int:
 
 
 def load_settings(config: pytest.Config, rules: RuleRegistry | None = None) -> Settings:
-    rules = rules if rules is not None else builtin_registry()
+    rules = rules if rules is not None else _builtin_registry()
     enabled = config.getoption("dbguard")
     if enabled is None:
         enabled = _ini_flag(config, "dbguard")

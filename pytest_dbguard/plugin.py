@@ -13,7 +13,15 @@ from . import config as dbguard_config
 from . import hookspecs, markers
 from .aliases import check_readonly_aliases
 from .paths import check_separate_path_args
-from .runstate import SESSION, SETTINGS, TEST_STATE, current_session, start_session
+from .runstate import (
+    SESSION,
+    SETTINGS,
+    SETTINGS_LOADER,
+    TEST_STATE,
+    current_session,
+    settings_of,
+    start_session,
+)
 
 if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbguard is used
     from .fixture import DbguardFixture
@@ -57,16 +65,28 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    settings = dbguard_config.load_settings(config, _registered_rules(config))
-    config.stash[SETTINGS] = settings
     config.pluginmanager.register(ReportCollector(config), "dbguard-report-collector")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist import XdistBridge
 
         config.pluginmanager.register(XdistBridge(config), "dbguard-xdist")
+    if not dbguard_config.asks_for_dbguard(config) and not _project_registers_rules(config):
+        # an idle install: nothing to check now, and no rule imported unless a test uses a
+        # dbguard marker or the fixture (see runstate.settings_of)
+        config.stash[SETTINGS_LOADER] = lambda: dbguard_config.load_settings(
+            config, _registered_rules(config))
+        return
+    settings = dbguard_config.load_settings(config, _registered_rules(config))
+    config.stash[SETTINGS] = settings
     readonly_checked = check_readonly_aliases(settings.rule_options.get("readonly_aliases", ()))
     if settings.needs_session_now:
         start_session(config).readonly_checked = readonly_checked
+
+
+def _project_registers_rules(config: pytest.Config) -> bool:
+    """A project's own rules are registered (and their errors raised) before any test runs."""
+    return any(impl.function is not pytest_dbguard_register_rules
+               for impl in config.hook.pytest_dbguard_register_rules.get_hookimpls())
 
 
 def _registered_rules(config: pytest.Config) -> Any:
@@ -83,9 +103,10 @@ def _registered_rules(config: pytest.Config) -> Any:
 
 def _session_for(item: pytest.Item) -> DbguardSession | None:
     session = _session(item.config)
-    if session is None and SETTINGS in item.config.stash and (
+    if session is None and (
             "dbguard" in getattr(item, "fixturenames", ())
-            or any(item.get_closest_marker(name) for name in markers.RECORDING_MARKERS)):
+            or any(item.get_closest_marker(name) for name in markers.RECORDING_MARKERS)
+    ) and settings_of(item.config) is not None:
         session = start_session(item.config)
     return session
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # session.py (recorder, rules, reports) loads only once dbgua
     from .session import DbguardSession, TestState  # noqa: F401
 
 SETTINGS = pytest.StashKey[Settings]()
+# how to work the settings out on first need, for a run that set none of dbguard's options
+SETTINGS_LOADER = pytest.StashKey[Callable[[], Settings]]()
 SESSION = pytest.StashKey["DbguardSession"]()
 TEST_STATE = pytest.StashKey["TestState | None"]()
 
@@ -24,9 +26,23 @@ def start_session(config: pytest.Config) -> DbguardSession:
     if session is None:
         from .session import DbguardSession
 
-        session = config.stash[SESSION] = DbguardSession(config, config.stash[SETTINGS])
+        settings = settings_of(config)
+        assert settings is not None, "dbguard's pytest_configure has not run"
+        session = config.stash[SESSION] = DbguardSession(config, settings)
         _charge_shared_fixtures(config, session)
     return session
+
+
+def settings_of(config: pytest.Config) -> Settings | None:
+    """The run's settings (worked out now if they were left for first need); None before
+    dbguard's pytest_configure."""
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None:
+        load = config.stash.get(SETTINGS_LOADER, None)
+        if load is None:
+            return None
+        settings = config.stash[SETTINGS] = load()
+    return settings
 
 
 def current_session(config: pytest.Config) -> DbguardSession | None:

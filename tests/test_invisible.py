@@ -66,6 +66,12 @@ import sys
 
 def test_plain():
     assert "django" not in sys.modules, "dbguard imported Django in a project without it"
+    # an idle install adds its options and nothing more: no rule, recorder or session module
+    loaded = sorted(m for m in sys.modules if m.startswith("pytest_dbguard."))
+    assert not [m for m in loaded if m.startswith(("pytest_dbguard.rules",
+                                                    "pytest_dbguard.session",
+                                                    "pytest_dbguard.recording",
+                                                    "pytest_dbguard.events"))], loaded
 
 def test_other():
     assert 1 + 1 == 2

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .. import defaults
 from ..events import NO_SITE, ROW_CONN, ROW_SHAPE, ROW_SITE, Finding, TestRecord
 from ..facts import LOCK_WAITS, PSYCOPG, LockHolder, LockWait, PsycopgFacts
 from ..text import short_sql
 from .registry import TestContext
 
-DEFAULT_LOCK_WAIT_MS = 200  # --dbguard-lock-wait-ms
+DEFAULT_LOCK_WAIT_MS = defaults.LOCK_WAIT_MS
 
 
 def lock_waits_outside_stress(record: TestRecord, context: TestContext, hint: str,

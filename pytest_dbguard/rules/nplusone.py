@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from .. import defaults
 from ..events import (
     NO_SITE,
     ROW_CONN,
@@ -42,7 +43,7 @@ from .registry import (
     rule,
 )
 
-DEFAULT_THRESHOLD = 3
+DEFAULT_THRESHOLD = defaults.NPLUSONE_THRESHOLD
 THRESHOLD_OPTION = RuleOption("nplusone_threshold", DEFAULT_THRESHOLD,
                               "--dbguard-nplusone-threshold")
 

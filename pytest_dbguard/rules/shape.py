@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .. import defaults
 from ..backends import Backend, for_vendor
 from ..events import (
     FLAG_ERROR,
@@ -35,7 +36,7 @@ from .registry import (
     rule,
 )
 
-DEFAULT_SLOW_MS = 100.0
+DEFAULT_SLOW_MS = defaults.SLOW_MS
 
 
 @dataclass(frozen=True)
