@@ -96,14 +96,14 @@ def main() -> None:
     def with_units(loop):
         # what --dbguard adds with nplusone on: load groups on querysets, body-call units
         from pytest_dbguard.recording import loads
-        from pytest_dbguard.recording.bodysteps import watching
+        from pytest_dbguard.recording.bodysteps import BodySteps
 
         def run() -> float:
             uninstall = loads.install(hub)
             recorder = hub.start_test("bench::test")
             start = time.perf_counter()
             recorder.start_phase("call")
-            with watching(hub, loop.__code__):
+            with BodySteps(hub, loop.__code__):
                 loop()
             recorder.stop_phase()
             recorder.record()
