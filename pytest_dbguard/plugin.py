@@ -167,7 +167,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     state = item.stash.get(TEST_STATE, None)
     if state is None or state.recorder is None:
         return (yield)
-    session = _session(item.config)
+    session = state.session
     assert session is not None
     begun = session.begin_call(state)
     try:
@@ -185,7 +185,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     state = pyfuncitem.stash.get(TEST_STATE, None)
     if state is None or state.stress is None:
         return None
-    session = _session(pyfuncitem.config)
+    session = state.session
     assert session is not None
     session.run_stress(pyfuncitem, state)
     return True
@@ -211,7 +211,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     state = item.stash.get(TEST_STATE, None)
     if state is None or state.recorder is None:
         return (yield)
-    session = _session(item.config)
+    session = state.session
     assert session is not None
     entry = None
     found: list[Any] = []

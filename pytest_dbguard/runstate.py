@@ -64,14 +64,21 @@ def _charge_shared_fixtures(config: pytest.Config, session: DbguardSession) -> N
         config.pluginmanager.register(SharedFixtureHooks(session), "dbguard-shared-fixtures")
         return
 
-    per_test: set[pytest.FixtureDef[Any]] = set()  # function-scoped definitions seen
+    # definitions seen so far, by scope: FixtureDef.scope is a property over an enum (three
+    # Python calls), and these wrappers run for every fixture call of every test
+    per_test: set[pytest.FixtureDef[Any]] = set()
+    shared: set[pytest.FixtureDef[Any]] = set()
+
+    def is_shared(fixturedef: pytest.FixtureDef[Any]) -> bool:
+        if fixturedef.scope == "function":
+            per_test.add(fixturedef)
+            return False
+        shared.add(fixturedef)
+        return True
 
     def shared_execute(fixturedef: pytest.FixtureDef[Any], request: Any) -> Any:
         # called for every fixture a test uses, set up or cached: as cheap as it can be
-        if fixturedef in per_test:
-            return execute(fixturedef, request)
-        if fixturedef.scope == "function":
-            per_test.add(fixturedef)
+        if fixturedef in per_test or (fixturedef not in shared and not is_shared(fixturedef)):
             return execute(fixturedef, request)
         hub = session.hub
         if hub is None or hub.rows is None or hub.rows is hub.shared_rows:
@@ -83,10 +90,8 @@ def _charge_shared_fixtures(config: pytest.Config, session: DbguardSession) -> N
             hub.leave_shared(previous)
 
     def shared_finish(fixturedef: pytest.FixtureDef[Any], request: Any) -> None:
-        if fixturedef in per_test or fixturedef.cached_result is None:
-            return finish(fixturedef, request)
-        if fixturedef.scope == "function":
-            per_test.add(fixturedef)
+        if (fixturedef in per_test or fixturedef.cached_result is None
+                or (fixturedef not in shared and not is_shared(fixturedef))):
             return finish(fixturedef, request)
         key = id(fixturedef)
         session.begin_shared_teardown(key)

@@ -53,6 +53,8 @@ class TestState:
     stress: StressPlan | None = None
     body_code: Any = None  # the test function's code: its top-level calls are units of work
     unittest_item: Any = None  # weakref to a unittest item: its setUp/tearDown are not the body
+    # the run's session: the per-test hooks reach it from here, not through config.stash
+    session: DbguardSession | None = None
 
 
 class DbguardSession:
@@ -147,6 +149,7 @@ class DbguardSession:
             self.readonly_checked = True  # one failure, not one per test
             aliases.check_readonly_in_test(self.settings.rule_options.get("readonly_aliases"))
         rule_markers = present & self._rule_markers
+        nodeid = item.nodeid  # a property that builds the string on every read (pytest 9)
         actions = self._actions.shared(
             policy.TestFacts(markers=frozenset(rule_markers), stressed=plan is not None)
             if rule_markers or plan is not None else policy.RUN_WIDE)
@@ -155,17 +158,17 @@ class DbguardSession:
         if self.settings.compares_baseline:
             assert self.settings.baseline is not None
             options = dict(options)
-            options["baseline"] = self.settings.baseline.tests.get(item.nodeid)
+            options["baseline"] = self.settings.baseline.tests.get(nodeid)
             options["known_findings"] = frozenset((options["baseline"] or {}).get("findings", ()))
             options["baseline_tolerance"] = self.settings.baseline_tolerance
         context = TestContext(
-            nodeid=item.nodeid,
+            nodeid=nodeid,
             budget=budget,
             max_queries=self.settings.max_queries if self.settings.enabled else None,
             options=options,
         )
-        state = TestState(hub.start_test(item.nodeid), context, actions, allowed,
-                          timeout=timeout)
+        state = TestState(hub.start_test(nodeid), context, actions, allowed,
+                          timeout=timeout, session=self)
         state.stress = plan
         if self._is_unittest(item):
             state.unittest_item = weakref.ref(item)
