@@ -11,6 +11,7 @@ from typing import Any
 
 from ..events import NO_CONTEXT, NO_SITE, CallSite, Catalog, QueryContext
 from .framekinds import (
+    DB_FIXTURE,
     IN_CONTEXT_PROCESSORS,
     IN_DELETE,
     IN_HARNESS,
@@ -62,6 +63,7 @@ class FrameClassifier:
         self._internal = tuple(internal)
         self._django = _module_dir("django") or "\0"
         self._pluggy = _module_dir("pluggy") or "\0"
+        self._pytest_django = _module_dir("pytest_django") or "\0"
         self._rootdir = os.path.abspath(rootdir) + os.sep if rootdir else None
         # Keyed by id(code): hashing a code object re-hashes its constants on every lookup,
         # an id is free. `_pinned` keeps each code alive so its id is never reused.
@@ -94,6 +96,8 @@ class FrameClassifier:
                 return WALK_END
             if code.co_name == "_multicall" and filename.startswith(self._pluggy):
                 return WALK_STOP
+            if filename.startswith(self._pytest_django):
+                return DB_FIXTURE
             return INTERNAL
         if any(os.sep + d + os.sep in filename for d in ("site-packages", "dist-packages")):
             # a project installed into the venv still beats stdlib plumbing as a fallback

@@ -26,7 +26,7 @@ from ..events import (
 )
 from .awaits import AWAITED_SITE
 from .callsite import find_user_site
-from .framekinds import IN_HARNESS, MARK, THIRD_PARTY, USER, WALK_STOP
+from .framekinds import DB_FIXTURE, IN_HARNESS, MARK, THIRD_PARTY, USER, WALK_STOP
 from .ledger import LedgerEntry
 from .recorder import SHARED_ROW, Hub, TestRecorder
 
@@ -113,83 +113,79 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                 anchor = caller.f_back
                 if anchor is not None:
                     anchor = anchor.f_back
-                memo = hub.walk_memo
-                if anchor is not None and anchor is memo[0] and anchor.f_lasti == memo[1]:
-                    _, _, site, query_context, load, user = memo
-                else:
-                    # Call site: the loop of callsite.find_user_site, inlined (one call less
-                    # per query), from the code that called the cursor: the two frames below it
-                    # are Django's CursorWrapper.execute and _execute_with_wrappers
-                    frame: Any = anchor if anchor is not None else caller
-                    fallback = None
-                    marks = None
-                    harness = None  # the first frame of Django's test harness met, if any
-                    while frame is not None:
-                        kind = kinds.get(id(frame.f_code))
-                        if kind is None:
-                            kind = classifier.classify(frame.f_code)
-                        if kind == USER:
+                # Call site: the loop of callsite.find_user_site, inlined (one call less
+                # per query), from the code that called the cursor: the two frames below it
+                # are Django's CursorWrapper.execute and _execute_with_wrappers
+                frame: Any = anchor if anchor is not None else caller
+                fallback = None
+                marks = None
+                harness = None  # the first frame of Django's test harness met, if any
+                while frame is not None:
+                    kind = kinds.get(id(frame.f_code))
+                    if kind is None:
+                        kind = classifier.classify(frame.f_code)
+                    if kind == USER:
+                        break
+                    if kind == THIRD_PARTY:
+                        if fallback is None:
+                            fallback = frame
+                    elif kind >= MARK:
+                        if kind == WALK_STOP:  # pytest's loop from here on: no user frame
+                            frame = None
                             break
-                        if kind == THIRD_PARTY:
-                            if fallback is None:
-                                fallback = frame
-                        elif kind >= MARK:
-                            if kind == WALK_STOP:  # pytest's loop from here on: no user frame
-                                frame = None
+                        if marks is None:
+                            marks = [frame]
+                        else:
+                            marks.append(frame)
+                        if kind == IN_HARNESS and harness is None:
+                            known = hub.harness_walk
+                            if frame is known[0] and frame.f_lasti == known[1]:
+                                # the harness (a flush and its post_migrate handlers, a
+                                # fixture load) runs many queries from one live frame:
+                                # outward from it the walk ends as it did last time
+                                marks.extend(known[4])
+                                if fallback is None:
+                                    fallback = known[3]
+                                frame = known[2]
                                 break
-                            if marks is None:
-                                marks = [frame]
-                            else:
-                                marks.append(frame)
-                            if kind == IN_HARNESS and harness is None:
-                                known = hub.harness_walk
-                                if frame is known[0] and frame.f_lasti == known[1]:
-                                    # the harness (a flush and its post_migrate handlers, a
-                                    # fixture load) runs many queries from one live frame:
-                                    # outward from it the walk ends as it did last time
-                                    marks.extend(known[4])
-                                    if fallback is None:
-                                        fallback = known[3]
-                                    frame = known[2]
-                                    break
-                                harness = frame
-                                harness_at = len(marks)
-                                harness_alone = fallback is None
-                        frame = frame.f_back
-                    if (harness is not None and harness_alone
-                            and not harness.f_code.co_flags & _SUSPENDABLE):
-                        assert marks is not None
-                        hub.harness_walk = (harness, harness.f_lasti, frame, fallback,
-                                            tuple(marks[harness_at:]))
-                    del harness
-                    user = frame
-                    if frame is None:
-                        frame = fallback
-                    site = NO_SITE
-                    awaited = False
-                    if frame is not None:
-                        by_offset = site_index.get(id(frame.f_code))
-                        site = by_offset.get(frame.f_lasti) if by_offset is not None else None
-                        if site is None:
-                            site = classifier.add_site(frame)
-                    else:  # asgiref's executor thread: the line that awaited sync_to_async
-                        site = awaited_site()
-                        awaited = site != NO_SITE
-                    if marks is not None or watch_templates:
-                        query_context, load = resolve_context(marks, user, watch_templates)
-                    if (anchor is not None and not awaited
-                            and not anchor.f_code.co_flags & _SUSPENDABLE):
-                        # every frame the walk used is the anchor or further out: the same for
-                        # the next query from this anchor while it runs (a generator's callers
-                        # change between resumptions, so never one of those)
-                        hub.walk_memo = (anchor, anchor.f_lasti, site, query_context, load, user)
-                    marks = None
-                    del frame, fallback
+                            harness = frame
+                            harness_at = len(marks)
+                            harness_alone = fallback is None
+                        if kind == IN_HARNESS and fallback is None:
+                            # pytest-django's fixture called this harness frame: nothing
+                            # further out ran the query (framekinds.DB_FIXTURE)
+                            outer = frame.f_back
+                            if (outer is not None
+                                    and kinds.get(id(outer.f_code)) == DB_FIXTURE):
+                                frame = outer = None
+                                break
+                    frame = frame.f_back
+                if (harness is not None and harness_alone
+                        and not harness.f_code.co_flags & _SUSPENDABLE):
+                    assert marks is not None
+                    hub.harness_walk = (harness, harness.f_lasti, frame, fallback,
+                                        tuple(marks[harness_at:]))
+                del harness
+                user = frame
+                if frame is None:
+                    frame = fallback
+                site = NO_SITE
+                if frame is not None:
+                    by_offset = site_index.get(id(frame.f_code))
+                    site = by_offset.get(frame.f_lasti) if by_offset is not None else None
+                    if site is None:
+                        site = classifier.add_site(frame)
+                else:  # asgiref's executor thread: the line that awaited sync_to_async
+                    site = awaited_site()
+                if marks is not None or watch_templates:
+                    query_context, load = resolve_context(marks, user, watch_templates)
+                marks = None
+                del frame, fallback
                 if not unit:
                     body = hub.body
                     if body is not None:
                         unit = body.unit_for(user, caller, query_context)
-                del caller, anchor, user, memo
+                del caller, anchor, user
             flags = FLAG_MANY if many else 0
             if context["connection"].in_atomic_block:
                 flags |= FLAG_IN_ATOMIC

@@ -24,6 +24,12 @@ IN_HARNESS = 13
 # where the extended walk (templates, cascades) stops: pytest calling the test function. Below
 # MARK so that the tap's own walk treats it as any internal frame.
 WALK_END = -1
+# pytest-django's own code. Its db fixtures call the harness (_pre_setup, _post_teardown), and
+# further out than such a fixture there is only pytest running fixtures under a hook or tearing
+# them down, never code that ran a query: the tap's walk ends at a harness frame it called
+# instead of going on through ~30 of pytest's frames to WALK_STOP. Below MARK: every other walk
+# treats it as an internal frame.
+DB_FIXTURE = -2
 # pluggy calling a hook: everything further out is pytest's own loop (and plugins wrapping it),
 # never the code that ran a query, so the tap's walk stops here instead of at the bottom of the
 # stack (a query from pytest-django's harness has no user frame at all). Above MARK so that the

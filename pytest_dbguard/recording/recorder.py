@@ -50,7 +50,7 @@ class Probe(Protocol):
 # What the tap appends for each query of a session/module-scoped fixture: the session keeps
 # only how many there were, so the query is neither fingerprinted nor placed.
 SHARED_ROW: QueryRow = (0, NO_SITE, 0, 0, 0, 0, 0.0, None)
-NO_WALK: tuple[Any, ...] = (None, -1, NO_SITE, 0, 0, None)
+NO_WALK: tuple[Any, ...] = (None, -1, None, None, ())
 
 class Hub:
     """Session-wide recording state. Taps append rows to `rows`; None means "not recording"."""
@@ -64,16 +64,12 @@ class Hub:
         # set up and torn down by the harness (pytest's setup and teardown phases): the taps
         # give its transaction control no call site
         self.harness_phase = False
-        # The taps' call-site walk for the last query whose third frame out (the code that
-        # called the cursor) was still running: a loop over cursor.execute (flush's DELETEs, a
-        # raw loop) asks from the same live frame at the same instruction, so every frame
-        # further out and the walk's outcome are the same. One tuple, replaced whole, so that
-        # taps on other threads read a consistent one: (frame, instruction offset, site,
-        # context, load group, user frame).
-        self.walk_memo: tuple[Any, ...] = NO_WALK
-        # the same for the walk outward from the first frame of Django's test harness (flush,
-        # loaddata, the test transaction) it met: (frame, instruction offset, user frame,
-        # fallback frame, marked frames further out)
+        # The taps' walk outward from the first frame of Django's test harness (flush, loaddata,
+        # the test transaction) it met, kept while that frame runs: the harness runs many
+        # queries from one live frame at one instruction (flush's DELETEs, its post_migrate
+        # handlers), and every frame further out is the same for them. One tuple, replaced
+        # whole, so that taps on other threads read a consistent one: (frame, instruction
+        # offset, user frame, fallback frame, marked frames further out)
         self.harness_walk: tuple[Any, ...] = NO_WALK
         self.unit = 0
         self._unit_seq = 0
@@ -139,7 +135,7 @@ class Hub:
     def finish_test(self) -> None:
         self.recorder = None
         self.rows = None
-        self.walk_memo = self.harness_walk = NO_WALK  # the frames they hold are this test's
+        self.harness_walk = NO_WALK  # the frames it holds are this test's
 
     @contextmanager
     def shared_fixture(self) -> Iterator[None]:
