@@ -47,6 +47,35 @@ def test_fingerprinter_deduplicates_and_bounds_caches():
     assert fingerprinter.index_of("SELECT * FROM u") == 1
 
 
+def test_placeholder_lists_of_any_length_share_one_lexer_pass(monkeypatch):
+    # a prefetch's IN list and a bulk_create's VALUES groups grow with the rows: one lexer pass
+    # for every length, not one per length
+    from pytest_dbguard.recording import fingerprint
+
+    lexed: list[str] = []
+    real = fingerprint.make_shape
+    monkeypatch.setattr(fingerprint, "make_shape", lambda sql: lexed.append(sql) or real(sql))
+    fingerprinter = Fingerprinter(Catalog())
+    in_lists = {fingerprinter.index_of(
+        'SELECT "b"."id" FROM "b" WHERE "b"."author_id" IN (' + ", ".join(["%s"] * n) + ")")
+        for n in range(1, 41)}
+    values = {fingerprinter.index_of(
+        'INSERT INTO "b" ("t", "n") VALUES ' + ", ".join(["(%s, %s)"] * n) + ' RETURNING "b"."id"')
+        for n in range(1, 11)}
+    assert (in_lists, values) == ({0}, {1})
+    assert len(lexed) == 2
+
+    # near misses: a function's arguments are not a list, and a group with an expression stays
+    lexed.clear()
+    calls = [fingerprinter.index_of(sql) for sql in (
+        "SELECT COALESCE(%s) FROM t", "SELECT COALESCE(%s, %s) FROM t",
+        "INSERT INTO t (a, b) VALUES (%s, NOW())", "INSERT INTO t (a, b) VALUES (%s, %s)")]
+    assert calls == [2, 3, 4, 5]
+    assert len(lexed) == 4
+    assert make_shape("SELECT COALESCE(%s) FROM t").fingerprint_id != make_shape(
+        "SELECT COALESCE(%s, %s) FROM t").fingerprint_id
+
+
 def test_short_sql_elides_select_list():
     assert short_sql('SELECT "a"."id", "a"."name" FROM "a" WHERE "a"."id" = %s') == (
         'SELECT ... FROM "a" WHERE "a"."id" = %s')

@@ -15,6 +15,13 @@ from ..text import short_sql  # noqa: F401  (re-exported: recording and stress u
 # pass. It never decides the fingerprint by itself; sqlparse does.
 _LITERAL_RE = re.compile(r"'(?:[^']|'')*'|(?<![\w\"$])\d+(?:\.\d+)?(?![\w\"])")
 
+# ...and so do IN lists and VALUES groups made only of placeholders, whatever their length:
+# `IN (%s, %s)` and `IN (%s, %s, %s)` are one shape (the normaliser collapses such lists too).
+# Without this every length of a prefetch's or bulk_create's list took the lexer's ~1 ms once.
+# Only after IN or VALUES: `COALESCE(%s)` and `COALESCE(%s, %s)` are not one shape.
+_PARAMS = r"\(\s*(?:%s|\?)(?:\s*,\s*(?:%s|\?))*\s*\)"
+_PARAM_LIST_RE = re.compile(rf"\b(IN|VALUES)\s*{_PARAMS}(?:\s*,\s*{_PARAMS})*", re.IGNORECASE)
+
 _TX_CONTROL_RE = re.compile(
     r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE(\s+SAVEPOINT)?)\b",
     re.IGNORECASE,
@@ -110,7 +117,7 @@ class Fingerprinter:
                 return found
             prekey = savepoint.group(1).upper()
         else:
-            prekey = _LITERAL_RE.sub("?", sql)
+            prekey = _PARAM_LIST_RE.sub(r"\1 (...)", _LITERAL_RE.sub("?", sql))
         found = self._by_prekey.get(prekey)
         shape = make_shape(sql) if found is None else None
         with self.catalog.lock:
