@@ -137,28 +137,29 @@ def make_tap(hub: Hub, alias: str, vendor: str,
                             marks = [frame]
                         else:
                             marks.append(frame)
-                        if kind == IN_HARNESS and harness is None:
-                            known = hub.harness_walk
-                            if frame is known[0] and frame.f_lasti == known[1]:
-                                # the harness (a flush and its post_migrate handlers, a
-                                # fixture load) runs many queries from one live frame:
-                                # outward from it the walk ends as it did last time
-                                marks.extend(known[4])
-                                if fallback is None:
-                                    fallback = known[3]
-                                frame = known[2]
-                                break
-                            harness = frame
-                            harness_at = len(marks)
-                            harness_alone = fallback is None
-                        if kind == IN_HARNESS and fallback is None:
-                            # pytest-django's fixture called this harness frame: nothing
-                            # further out ran the query (framekinds.DB_FIXTURE)
-                            outer = frame.f_back
-                            if (outer is not None
-                                    and kinds.get(id(outer.f_code)) == DB_FIXTURE):
-                                frame = outer = None
-                                break
+                        if kind == IN_HARNESS:
+                            if harness is None:
+                                known = hub.harness_walk
+                                if frame is known[0] and frame.f_lasti == known[1]:
+                                    # the harness (a flush and its post_migrate handlers, a
+                                    # fixture load) runs many queries from one live frame:
+                                    # outward from it the walk ends as it did last time
+                                    marks.extend(known[4])
+                                    if fallback is None:
+                                        fallback = known[3]
+                                    frame = known[2]
+                                    break
+                                harness = frame
+                                harness_at = len(marks)
+                                harness_alone = fallback is None
+                            if fallback is None:
+                                # pytest-django's fixture called this harness frame: nothing
+                                # further out ran the query (framekinds.DB_FIXTURE)
+                                outer = frame.f_back
+                                if (outer is not None
+                                        and kinds.get(id(outer.f_code)) == DB_FIXTURE):
+                                    frame = outer = None
+                                    break
                     frame = frame.f_back
                 if (harness is not None and harness_alone
                         and not harness.f_code.co_flags & _SUSPENDABLE):
