@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .reporting.entries import ReportEntry, RunResults
@@ -159,6 +162,10 @@ class RunCollector:
     def write_outputs(self) -> None:
         """Every requested report, each on its own, then the updated baseline (only when every
         report was written); a failed write is one sentence in report_errors."""
+        with collection_paused():
+            self._write_outputs()
+
+    def _write_outputs(self) -> None:
         from .reporting import write_one, write_requested
 
         results = self.results()
@@ -180,6 +187,29 @@ class RunCollector:
             # the summary must not claim an update that did not happen
             results.notes[:] = [n for n in results.notes
                                 if not n.startswith(f"baseline {path} updated")]
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """The session's objects kept out of the cyclic garbage collector's walks while the
+    end-of-run reports are built.
+
+    Building them allocates tens of thousands of short-lived dicts and lists, enough to set
+    off a full collection, which walks every object the session holds (Django's, pytest's,
+    each test's entry) and frees nothing: on the 1,600-test benchmark that one collection
+    took 60 ms of the 150 ms the three report files cost. Frozen (gc.freeze), those objects
+    are skipped, and the collections the writers set off walk only what the writers made;
+    unfrozen afterwards, they are collected as before. Left alone when something in the
+    process froze objects already: unfreezing would undo that.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "error": 3}

@@ -101,8 +101,9 @@ def dumps(document: dict[str, Any]) -> str:
     text = json.dumps(head, indent=2, ensure_ascii=False)
     if "tests" not in document:
         return text + "\n"
-    tests = ",\n".join("    " + json.dumps(test, ensure_ascii=False)
-                        for test in document["tests"])
+    # one encoder for every line: json.dumps builds a new one per call when given options
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    tests = ",\n".join("    " + encode(test) for test in document["tests"])
     return (text[:-2] + ',\n  "tests": [' + ("\n" + tests + "\n  " if tests else "")
             + "]\n}\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from types import SimpleNamespace
 
@@ -92,3 +93,31 @@ def test_dbguard_report_writes_the_other_formats_and_names_the_failed_one(tmp_pa
         f"file or directory. The other reports were written; free the path or choose another "
         f"one.\n")
     assert (tmp_path / "r.sarif").exists()
+
+
+def test_reports_are_built_with_the_sessions_objects_frozen(tmp_path, monkeypatch):
+    from pytest_dbguard.reporting import json_report
+
+    seen = []
+    real = json_report.write
+    monkeypatch.setattr(json_report, "write",
+                        lambda path, results: (seen.append(gc.get_freeze_count()),
+                                               real(path, results)))
+    run = collector(tmp_path, json_path=str(tmp_path / "a.json"))
+    assert gc.get_freeze_count() == 0
+    run.write_outputs()
+    assert seen and seen[0] > 0  # the writer ran with the session's objects frozen
+    assert gc.get_freeze_count() == 0  # and they are collected as usual again
+    assert json.loads((tmp_path / "a.json").read_text())["schema"]
+
+
+def test_a_process_that_froze_objects_itself_keeps_them_frozen(tmp_path):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run = collector(tmp_path, json_path=str(tmp_path / "a.json"))
+        run.write_outputs()
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+    assert run.report_errors == []
