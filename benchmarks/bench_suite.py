@@ -293,6 +293,13 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
             if name != "plain":
                 variants[f"{name} @ {args.compare_to}"] = variants[name]
                 envs[f"{name} @ {args.compare_to}"] = other
+    if args.wheel_site:
+        # an installed wheel's first run: PYTHONDONTWRITEBYTECODE keeps pytest from caching
+        # its rewrite of the plugin, so every timed run is a first one
+        variants["--dbguard, wheel, first run"] = ["--dbguard"]
+        envs["--dbguard, wheel, first run"] = dict(
+            env, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
+                p for p in (args.wheel_site, env.get("PYTHONPATH")) if p))
     common = ["--reuse-db"] if backend == "postgresql" else []
     run(project, env, common + ["--dbguard"], secret)  # warm up: bytecode, test database
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -357,13 +364,36 @@ def bench_memory(tests: int, env: dict[str, str]) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def install_wheel() -> str:
+    """Build this checkout's wheel and install it, without dependencies, into a directory of
+    its own (removed at exit); runs that put it first on PYTHONPATH import it from there."""
+    import atexit
+
+    root = Path(__file__).resolve().parent.parent
+    where = Path(tempfile.mkdtemp(prefix="dbguard-bench-wheel-"))
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
+    for step in (["wheel", "--no-deps", "-q", "-w", str(where / "dist"), str(root)],
+                 ["install", "--no-deps", "-q", "--target", str(where / "site")]):
+        if step[0] == "install":
+            step.extend(str(w) for w in (where / "dist").glob("*.whl"))
+        done = subprocess.run([sys.executable, "-m", "pip", *step], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"--wheel: pip {step[0]} failed:\n{done.stderr[-3000:]}")
+    print("wheel: built and installed for the wheel variant")
+    return str(where / "site")
+
+
 def compile_plugin() -> str:
-    """Write the plugin's bytecode before timing, as installing a wheel does.
+    """Write the plugin's bytecode before timing, as an installed copy has it.
 
     An editable install imports the plugin from this checkout, and where
     PYTHONDONTWRITEBYTECODE is set (or the checkout is read-only) Python compiles every module
     from source in every run: that would charge a --dbguard run for compiling the modules only
-    it imports, which no installed copy of the plugin pays.
+    it imports. A wheel install is loaded differently: pytest rewrites the asserts of every
+    module of a plugin installed with an entry point, and caches that bytecode itself, so the
+    first run in a fresh environment (or every run where Python may not write bytecode) pays
+    for parsing and compiling them (README, "Performance").
     """
     import compileall
     import importlib.util
@@ -390,11 +420,17 @@ def main() -> None:
     parser.add_argument("--compare-to", metavar="DIR",
                         help="also time the --dbguard variants with the plugin of another "
                              "checkout (e.g. `git worktree add /tmp/before main`). Caveat: "
-                             "that checkout goes first on PYTHONPATH, and a longer sys.path "
-                             "alone makes a --dbguard run dearer (on 200 tests under "
-                             "valgrind: +0.45 G instructions plain, +1.1 G with --dbguard, "
-                             "same code), so the other checkout reads slower than it is; "
-                             "compare two runs of the same kind instead")
+                             "that checkout goes first on PYTHONPATH, where pytest finds it as "
+                             "a plugin's package and rewrites its asserts, compiling every "
+                             "module it imports (in every run where Python may not write "
+                             "bytecode): the other checkout reads slower than it is; compare "
+                             "two runs of the same kind instead")
+    parser.add_argument("--wheel", action="store_true",
+                        help="also time --dbguard with this checkout built and installed as a "
+                             "wheel, in its first run: pytest rewrites the asserts of an "
+                             "installed plugin's modules and caches them itself, so a fresh "
+                             "environment (a CI job that installs dbguard) pays for parsing "
+                             "and compiling them once")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="the profiled run that splits dbguard's cost by step")
     parser.add_argument("--quick", action="store_true",
@@ -409,6 +445,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "DBGUARD_", "COV_")) and k != "DATABASE_URL"}
     results = {}
+    args.wheel_site = install_wheel() if args.wheel else None
     for backend in args.backends.split(","):
         project = Path(tempfile.mkdtemp(prefix=f"dbguard-bench-{backend}-"))
         secret = None
