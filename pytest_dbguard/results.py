@@ -162,7 +162,7 @@ class RunCollector:
     def write_outputs(self) -> None:
         """Every requested report, each on its own, then the updated baseline (only when every
         report was written); a failed write is one sentence in report_errors."""
-        with collection_paused():
+        with session_objects_frozen():
             self._write_outputs()
 
     def _write_outputs(self) -> None:
@@ -190,7 +190,7 @@ class RunCollector:
 
 
 @contextmanager
-def collection_paused() -> Iterator[None]:
+def session_objects_frozen() -> Iterator[None]:
     """The session's objects kept out of the cyclic garbage collector's walks while the
     end-of-run reports are built.
 
