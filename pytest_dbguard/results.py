@@ -200,7 +200,8 @@ def session_objects_frozen() -> Iterator[None]:
     took 60 ms of the 150 ms the three report files cost. Frozen (gc.freeze), those objects
     are skipped, and the collections the writers set off walk only what the writers made;
     unfrozen afterwards, they are collected as before. Left alone when something in the
-    process froze objects already: unfreezing would undo that.
+    process froze objects already, since unfreezing would undo that: Python 3.12 freezes a few
+    hundred of its own at start-up, so there the reports are written without it.
     """
     if gc.get_freeze_count():
         yield
