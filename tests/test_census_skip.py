@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -114,4 +116,31 @@ def test_has_children_sees_a_live_child_only():
     finally:
         child.kill()
         child.wait()
+    assert has_children() is False
+
+
+def test_has_children_leaves_an_exited_child_to_its_owner():
+    """An exited child nobody waited for yet still counts, and its status is not taken from
+    the code that started it (subprocess's wait must still get the real exit code)."""
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, still unreaped
+        assert has_children() is True
+        assert has_children() is True
+    finally:
+        assert child.wait() == 7
+    assert has_children() is False
+
+
+def test_has_children_sees_a_child_another_thread_started():
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(target=lambda: started.append(subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"])))
+    thread.start()
+    thread.join()
+    try:
+        assert has_children() is True
+    finally:
+        started[0].kill()
+        started[0].wait()
     assert has_children() is False
