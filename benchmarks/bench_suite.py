@@ -9,6 +9,8 @@ serializer-like ORM reads of 1-10 rows, `db` tests, a minority of `transactional
 few async ones. Each backend runs three variants as pytest subprocesses, interleaved pair by
 pair so machine noise hits them alike: plain (the plugin installed, not asked for), `--dbguard`,
 and `--dbguard` with the JSON, Markdown and HTML reports. Prints the median wall ratio to plain.
+`--floor` adds floor_plugin.py, a lower bound: what the default rules must observe, in the
+least Python, with none of dbguard's code.
 
 Then one profiled `--dbguard` run (bench_profile.py, loaded with -p, wraps dbguard's internal
 steps in perf_counter spans; nothing of it is in the timed runs) splits dbguard's per-test cost
@@ -218,6 +220,7 @@ def write_project(directory: Path, tests: int) -> None:
     (directory / "tests" / "conftest.py").write_text(CONFTEST)
     (directory / "pytest.ini").write_text(PYTEST_INI)
     shutil.copy(HERE / "bench_profile.py", directory / "bench_profile.py")
+    shutil.copy(HERE / "floor_plugin.py", directory / "floor_plugin.py")
     header = "import pytest\n\nfrom api.models import Author, Book\n"
     for module, share, body in KINDS:
         count = max(1, round(tests * share))
@@ -230,6 +233,7 @@ def scrub(text: str, secret: str | None) -> str:
     return re.sub(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
+FLOOR = "floor (floor_plugin.py)"
 CPU: dict[str, float] = {}  # run() notes the pytest process's CPU seconds here, by argv
 
 
@@ -284,6 +288,8 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
     }
     if args.no_reports:
         del variants["--dbguard + json/md/html"]
+    if args.floor:
+        variants[FLOOR] = ["-p", "floor_plugin"]
     envs = {name: env for name in variants}
     if args.compare_to:
         # the same runs with another checkout's plugin first on the path (before/after a cut)
@@ -431,6 +437,10 @@ def main() -> None:
                              "installed plugin's modules and caches them itself, so a fresh "
                              "environment (a CI job that installs dbguard) pays for parsing "
                              "and compiling them once")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time floor_plugin.py: what the default rules must observe, "
+                             "in the least Python and none of dbguard's code (a lower bound "
+                             "for any plugin doing this job; see the module's docstring)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="the profiled run that splits dbguard's cost by step")
     parser.add_argument("--quick", action="store_true",
