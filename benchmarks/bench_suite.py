@@ -296,7 +296,7 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
         other = dict(env, PYTHONPATH=os.pathsep.join(
             p for p in (str(Path(args.compare_to).resolve()), env.get("PYTHONPATH")) if p))
         for name in list(variants):
-            if name != "plain":
+            if name not in ("plain", FLOOR):  # the floor runs none of either checkout's code
                 variants[f"{name} @ {args.compare_to}"] = variants[name]
                 envs[f"{name} @ {args.compare_to}"] = other
     if args.wheel_site:
