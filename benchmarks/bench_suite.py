@@ -293,8 +293,7 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
     envs = {name: env for name in variants}
     if args.compare_to:
         # the same runs with another checkout's plugin first on the path (before/after a cut)
-        other = dict(env, PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(args.compare_to).resolve()), env.get("PYTHONPATH")) if p))
+        other = path_first(env, str(Path(args.compare_to).resolve()))
         for name in list(variants):
             if name not in ("plain", FLOOR):  # the floor runs none of either checkout's code
                 variants[f"{name} @ {args.compare_to}"] = variants[name]
@@ -303,9 +302,8 @@ def bench_backend(backend: str, project: Path, env: dict[str, str], args: argpar
         # an installed wheel's first run: PYTHONDONTWRITEBYTECODE keeps pytest from caching
         # its rewrite of the plugin, so every timed run is a first one
         variants["--dbguard, wheel, first run"] = ["--dbguard"]
-        envs["--dbguard, wheel, first run"] = dict(
-            env, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
-                p for p in (args.wheel_site, env.get("PYTHONPATH")) if p))
+        envs["--dbguard, wheel, first run"] = dict(path_first(env, args.wheel_site),
+                                                   PYTHONDONTWRITEBYTECODE="1")
     common = ["--reuse-db"] if backend == "postgresql" else []
     run(project, env, common + ["--dbguard"], secret)  # warm up: bytecode, test database
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -370,15 +368,20 @@ def bench_memory(tests: int, env: dict[str, str]) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def path_first(env: dict[str, str], directory: str) -> dict[str, str]:
+    """`env` with `directory` first on PYTHONPATH: its copy of the plugin is the one imported."""
+    return dict(env, PYTHONPATH=os.pathsep.join(
+        p for p in (directory, env.get("PYTHONPATH")) if p))
+
+
 def install_wheel() -> str:
     """Build this checkout's wheel and install it, without dependencies, into a directory of
     its own (removed at exit); runs that put it first on PYTHONPATH import it from there."""
     import atexit
 
-    root = Path(__file__).resolve().parent.parent
     where = Path(tempfile.mkdtemp(prefix="dbguard-bench-wheel-"))
     atexit.register(shutil.rmtree, where, ignore_errors=True)
-    for step in (["wheel", "--no-deps", "-q", "-w", str(where / "dist"), str(root)],
+    for step in (["wheel", "--no-deps", "-q", "-w", str(where / "dist"), str(ROOT)],
                  ["install", "--no-deps", "-q", "--target", str(where / "site")]):
         if step[0] == "install":
             step.extend(str(w) for w in (where / "dist").glob("*.whl"))
